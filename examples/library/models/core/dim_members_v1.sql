@@ -1,0 +1,1 @@
+select member_id, first_name from {{ ref('stg_members') }}

@@ -1,0 +1,1 @@
+select book_id, title, author, published_year from {{ source('raw', 'books') }}

@@ -1,0 +1,1 @@
+select loan_id from {{ ref('fct_loans') }} where days_out < 0

@@ -1,0 +1,32 @@
+"""dbtflow: run dbt projects on Apache Airflow.
+
+Public API for DAG files::
+
+    from dbtflow import DbtProject, dbt_dag
+
+    dag = dbt_dag(DbtProject("/path/to/project"), dag_id="my_dbt", pattern="per_model")
+
+Airflow is imported only when ``dbt_dag`` / ``dbt_task_group`` are first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dbtflow.errors import DbtflowError
+from dbtflow.project.config import DbtProject
+from dbtflow.project.profile import ProfilesDir
+
+if TYPE_CHECKING:
+    from dbtflow.airflow.dag import dbt_dag, dbt_task_group
+
+__all__ = ["DbtProject", "DbtflowError", "ProfilesDir", "dbt_dag", "dbt_task_group"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("dbt_dag", "dbt_task_group"):
+        from dbtflow.airflow import dag
+
+        return getattr(dag, name)
+    raise AttributeError(name)

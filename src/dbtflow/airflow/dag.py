@@ -1,0 +1,174 @@
+"""The public API for DAG files: ``dbt_dag`` builds a DAG, ``dbt_task_group`` adds to one.
+
+Both take the same project, pattern and selection arguments. The plan (which tasks, which
+nodes, which dependencies) comes from ``dbtflow.plan``; this module only turns it into operators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import DAG, BaseOperator, TaskGroup
+
+from dbtflow.airflow.operators import DbtNodeOperator, DbtProducerOperator
+from dbtflow.plan.build import as_tokens, make_plan
+from dbtflow.plan.model import TaskPlan
+from dbtflow.project.config import DbtProject
+
+DEFAULT_START = datetime(2024, 1, 1)
+
+
+def _link(upstream: BaseOperator, downstream: BaseOperator) -> None:
+    """Set one dependency between two tasks of the same DAG.
+
+    Equivalent to ``upstream >> downstream``, which in Airflow 3.3 hashes the whole DAG (all task
+    ids) for every edge: 2.2 s for the 9,000 edges of a 5,000-model project, against 0.02 s here.
+    """
+    upstream.downstream_task_ids.add(downstream.node_id)
+    downstream.upstream_task_ids.add(upstream.node_id)
+
+
+def add_plan_tasks(
+    plan: TaskPlan,
+    project: DbtProject,
+    *,
+    threads: int | None,
+    state_url: str | None,
+    operator_kwargs: dict[str, Any],
+) -> dict[str, BaseOperator]:
+    """Create an operator per task of the plan, in the current DAG or task group, and link them."""
+    operators: dict[str, BaseOperator] = {}
+    produced = set(plan.task(plan.producer).nodes) if plan.producer else set()
+    common = {"project": project, "threads": threads, "state_url": state_url, **operator_kwargs}
+    for spec in plan.tasks:
+        if spec.task_id == plan.producer:
+            operators[spec.task_id] = DbtProducerOperator(
+                task_id=spec.task_id,
+                unique_ids=spec.nodes,
+                selection=plan.producer_selection,
+                **common,
+            )
+            continue
+        # A task follows the producer when the producer builds all of its nodes (the at_end test
+        # task does not: it runs its own `dbt test` once every model is built).
+        streamed = bool(produced) and produced.issuperset(spec.nodes)
+        operators[spec.task_id] = DbtNodeOperator(
+            task_id=spec.task_id,
+            unique_ids=spec.nodes,
+            main_node=spec.main_node,
+            streamed=streamed,
+            producer_task_id=plan.producer,
+            **common,
+        )
+    for spec in plan.tasks:
+        for upstream in spec.upstream:
+            _link(operators[upstream], operators[spec.task_id])
+    return operators
+
+
+def dbt_task_group(
+    project: DbtProject,
+    *,
+    group_id: str | None = "dbt",
+    pattern: str = "per_model",
+    select: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    selector: str | None = None,
+    tests: str = "with_model",
+    execution: str = "streamed",
+    threads: int | None = None,
+    state_url: str | None = None,
+    operator_kwargs: dict[str, Any] | None = None,
+) -> TaskGroup | None:
+    """Add the project's tasks to the DAG being defined, inside a task group (or not, with ``group_id=None``).
+
+    ``pattern``: ``per_model`` (one task per model, seed and snapshot).
+    ``select`` / ``exclude`` / ``selector``: dbt's selection syntax; the nodes are exactly those of
+    ``dbt ls`` with the same arguments.
+    ``tests``: ``with_model`` (default), ``after_model``, ``at_end`` or ``none``.
+    ``execution``: ``streamed`` (one dbt invocation feeds every node task; the default) or
+    ``per_task`` (each task runs dbt for its own node, for deployments where every task must run
+    on its own worker).
+    """
+    plan = make_plan(
+        project,
+        pattern=pattern,
+        select=select,
+        exclude=exclude,
+        selector=selector,
+        tests=tests,
+        execution=execution,
+    )
+    kwargs = {
+        "threads": threads,
+        "state_url": state_url,
+        "operator_kwargs": dict(operator_kwargs or {}),
+    }
+    if group_id is None:
+        add_plan_tasks(plan, project, **kwargs)  # type: ignore[arg-type]
+        return None
+    with TaskGroup(group_id=group_id, tooltip=f"dbt project {project.name} ({pattern})") as group:
+        add_plan_tasks(plan, project, **kwargs)  # type: ignore[arg-type]
+    return group
+
+
+def dbt_dag(
+    project: DbtProject,
+    *,
+    dag_id: str,
+    schedule: Any = None,
+    start_date: datetime | None = None,
+    pattern: str = "per_model",
+    select: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    selector: str | None = None,
+    tests: str = "with_model",
+    execution: str = "streamed",
+    threads: int | None = None,
+    state_url: str | None = None,
+    default_args: dict[str, Any] | None = None,
+    operator_kwargs: dict[str, Any] | None = None,
+    **dag_kwargs: Any,
+) -> DAG:
+    """A DAG that runs the dbt project with the given pattern; see ``dbt_task_group`` for the arguments.
+
+    Other keyword arguments go to Airflow's ``DAG`` (``catchup``, ``tags``, ``max_active_tasks``...).
+    """
+    dag_kwargs.setdefault("catchup", False)
+    dag_kwargs.setdefault("tags", ["dbt", pattern])
+    dag_kwargs.setdefault("doc_md", _doc(project, pattern, select, exclude, selector))
+    if default_args is not None:
+        dag_kwargs["default_args"] = default_args
+    with DAG(dag_id, schedule=schedule, start_date=start_date or DEFAULT_START, **dag_kwargs) as dag:
+        dbt_task_group(
+            project,
+            group_id=None,
+            pattern=pattern,
+            select=select,
+            exclude=exclude,
+            selector=selector,
+            tests=tests,
+            execution=execution,
+            threads=threads,
+            state_url=state_url,
+            operator_kwargs=operator_kwargs,
+        )
+    return dag
+
+
+def _doc(
+    project: DbtProject,
+    pattern: str,
+    select: str | Sequence[str] | None,
+    exclude: str | Sequence[str] | None,
+    selector: str | None,
+) -> str:
+    lines = [f"dbt project **{project.name}** at `{project.path}`, pattern `{pattern}`."]
+    if select or exclude or selector:
+        lines.append(
+            f"Selection: select `{' '.join(as_tokens(select))}` exclude `{' '.join(as_tokens(exclude))}`"
+            f" selector `{selector or ''}`."
+        )
+    return "\n\n".join(lines)

@@ -1,0 +1,265 @@
+"""Operators that run dbt for a DAG's tasks.
+
+- ``DbtNodeOperator``: one model, seed or snapshot (with its tests), or a set of tests. Streamed,
+  it starts in the triggerer and reflects the producer's result for its nodes; otherwise (or on
+  a retry, or when nobody is building its nodes) it builds them alone on a worker, from the
+  cached manifest.
+- ``DbtProducerOperator``: the one dbt invocation of a streamed per_model DAG run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+from airflow.triggers.base import StartTriggerArgs
+
+from dbtflow.airflow.task_log import DbtEventLogger
+from dbtflow.airflow.triggers import InvocationTrigger, NodeResultTrigger
+from dbtflow.project.config import DbtProject
+from dbtflow.project.manifest import load_graph, load_manifest
+from dbtflow.project.report import failure_summary, results_table
+from dbtflow.project.results import NodeResult, summarize
+from dbtflow.streaming.consumer import Action, Watch, decide
+from dbtflow.streaming.producer import RunKey, build_claimed
+from dbtflow.streaming.store import StateStore
+
+DBT_COLOR = "#FF694B"
+
+
+def _run_key(context: Any) -> RunKey:
+    ti = context["ti"]
+    return RunKey(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=int(ti.try_number))
+
+
+class _DbtOperator(BaseOperator):
+    """What every dbtflow operator holds: the project, its nodes, threads and the state store."""
+
+    template_fields: Sequence[str] = ("unique_ids",)
+    ui_color = DBT_COLOR
+    ui_fgcolor = "#FFFFFF"
+
+    def __init__(
+        self,
+        *,
+        project: DbtProject,
+        unique_ids: Sequence[str],
+        threads: int | None = None,
+        state_url: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.project = project
+        self.unique_ids = list(unique_ids)
+        self.threads = threads
+        self.state_url = state_url
+
+    def _store(self) -> StateStore:
+        return StateStore(self.state_url)
+
+    def _report(self, results: Sequence[NodeResult]) -> dict[str, Any]:
+        """Log a results table; fail when dbt reported an error or failure; return the XCom summary."""
+        self.log.info("dbt results:\n%s", results_table(results))
+        failed = [r for r in results if r.failed]
+        if failed:
+            raise AirflowException(f"dbt reported {len(failed)} failure(s):\n{failure_summary(failed)}")
+        missing = sorted(set(self.unique_ids) - {r.unique_id for r in results})
+        if missing:
+            raise AirflowException(f"dbt returned no result for {', '.join(missing)}: it did not run them.")
+        return summarize(results)
+
+
+class DbtNodeOperator(_DbtOperator):
+    """Build one dbt node (and its tests), or run a set of tests.
+
+    ``streamed``: the node is built by the DAG run's producer (``producer_task_id``) and this task
+    reports its result; it starts in the triggerer and needs a worker only to build alone.
+    """
+
+    def __init__(
+        self,
+        *,
+        main_node: str | None = None,
+        streamed: bool = False,
+        producer_task_id: str | None = None,
+        poll_interval: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.main_node = main_node
+        self.streamed = streamed
+        self.producer_task_id = producer_task_id
+        self.poll_interval = poll_interval
+        if streamed:
+            self.start_from_trigger = True
+            self.start_trigger_args = StartTriggerArgs(
+                trigger_cls=f"{NodeResultTrigger.__module__}.{NodeResultTrigger.__qualname__}",
+                trigger_kwargs={
+                    "nodes": self.unique_ids,
+                    "main_node": main_node,
+                    "producer_task_id": producer_task_id,
+                    "state_url": self.state_url,
+                    "poll_interval": poll_interval,
+                },
+                next_method="execute_complete",
+                timeout=self.execution_timeout,
+            )
+
+    def execute(self, context: Any) -> Any:
+        if not self.streamed:
+            return self._build_alone(context)
+        # A streamed task only starts on a worker when start_from_trigger was bypassed
+        # (`dag.test()` runs tasks one at a time): never wait for a producer that has not started.
+        return self._follow(context, wait_for_producer=False)
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+        action = (event or {}).get("action")
+        if action == Action.FAIL.value:
+            raise AirflowException(str((event or {}).get("message")))
+        if action == Action.RUN_ALONE.value:
+            return self._build_alone(context)
+        return self._follow(context, wait_for_producer=False)
+
+    def _follow(self, context: Any, *, wait_for_producer: bool) -> Any:
+        key = _run_key(context)
+        decision = decide(
+            self._store(),
+            key.dag_id,
+            key.run_id,
+            self.unique_ids,
+            key.try_number,
+            Watch(),
+            main_node=self.main_node,
+            producer_task_id=self.producer_task_id,
+            wait_for_producer=wait_for_producer,
+        )
+        if decision.action is Action.REPORT:
+            self._store().consume([r.id for r in decision.results], key.try_number)
+            for stored in decision.results:
+                for line in stored.log:
+                    self.log.info("%s", line)
+            return self._report(decision.node_results)
+        if decision.action is Action.FAIL:
+            raise AirflowException(decision.message)
+        if decision.action is Action.WAIT:
+            self._defer_until_results(key)
+        return self._build_alone(context)
+
+    def _defer_until_results(self, key: RunKey) -> None:
+        self.defer(
+            trigger=NodeResultTrigger(
+                nodes=self.unique_ids,
+                main_node=self.main_node,
+                producer_task_id=self.producer_task_id,
+                state_url=self.state_url,
+                poll_interval=self.poll_interval,
+                end_task=False,
+                dag_id=key.dag_id,
+                run_id=key.run_id,
+                try_number=key.try_number,
+            ),
+            method_name="execute_complete",
+            timeout=self.execution_timeout,
+        )
+
+    def _build_alone(self, context: Any) -> Any:
+        key = _run_key(context)
+        outcome = build_claimed(
+            self.project,
+            load_graph(self.project),
+            lambda: load_manifest(self.project),
+            self._store(),
+            key,
+            self.unique_ids,
+            threads=self.threads,
+            on_event=DbtEventLogger(self.log),
+        )
+        if outcome.held_elsewhere:
+            self.log.info(
+                "Another dbt invocation is building %s; waiting for its results.",
+                ", ".join(outcome.held_elsewhere),
+            )
+            self._defer_until_results(key)
+        assert outcome.run is not None
+        if outcome.run.error is not None:
+            raise AirflowException(f"dbt failed: {outcome.run.error}")
+        mine = set(self.unique_ids)
+        results = [r for r in outcome.run.results if r.unique_id in mine]
+        self._store().consume_invocation(outcome.invocation_id, key.try_number)
+        return self._report(results)
+
+
+class DbtProducerOperator(_DbtOperator):
+    """Run one ``dbt build`` for a streamed per_model DAG run; node tasks reflect its results.
+
+    The task succeeds when dbt ran to the end, even if nodes failed: their own tasks fail. A retry
+    builds the nodes that have not succeeded in this DAG run (and nobody else is building).
+    """
+
+    def __init__(self, *, selection: Sequence[str] = (), **kwargs: Any) -> None:
+        kwargs.setdefault("priority_weight", 1000)
+        super().__init__(**kwargs)
+        self.selection = list(selection)
+
+    def start_in_triggerer(self) -> None:
+        """Start in the triggerer: attach to a live invocation of the run if one exists, else build.
+
+        The local runner uses this after starting the run's invocation ahead of the task, so the
+        task needs no worker at all.
+        """
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=f"{InvocationTrigger.__module__}.{InvocationTrigger.__qualname__}",
+            trigger_kwargs={"nodes": self.unique_ids, "state_url": self.state_url},
+            next_method="execute_complete",
+        )
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
+        return self.execute(context)
+
+    def execute(self, context: Any) -> Any:
+        key = _run_key(context)
+        store = self._store()
+        outcome = build_claimed(
+            self.project,
+            load_graph(self.project),
+            lambda: load_manifest(self.project),
+            store,
+            key,
+            self.unique_ids,
+            selection=self.selection,
+            threads=self.threads,
+            on_event=DbtEventLogger(self.log),
+            skip_succeeded=True,
+        )
+        if outcome.held_elsewhere:
+            self.log.info(
+                "%d node(s) are being built by another invocation of this run; waiting for them.",
+                len(outcome.held_elsewhere),
+            )
+            wait_for_holders(store, key, outcome.held_elsewhere, self.log)
+        if outcome.run is not None and outcome.run.error is not None:
+            raise AirflowException(f"dbt failed: {outcome.run.error}")
+        newest = {s.result.unique_id: s.result for s in store.results_of_run(key.dag_id, key.run_id)}
+        results = [newest[uid] for uid in self.unique_ids if uid in newest]
+        self.log.info("dbt results:\n%s", results_table(results))
+        failed = [r for r in results if r.failed]
+        if failed:
+            self.log.warning(
+                "%d node(s) failed; their tasks report them:\n%s", len(failed), failure_summary(failed)
+            )
+        return summarize(results)
+
+
+def wait_for_holders(
+    store: StateStore, key: RunKey, nodes: Sequence[str], log: Any, poll: float = 1.0
+) -> None:
+    """Block until no live invocation claims any of ``nodes``."""
+    while True:
+        states = store.node_states(key.dag_id, key.run_id, nodes)
+        if not any(info.alive for info in states.holders.values()):
+            return
+        time.sleep(poll)

@@ -1,0 +1,189 @@
+"""The trigger that waits, in the triggerer, for a node's result from the streamed dbt invocation.
+
+Streamed node tasks start directly in the triggerer (``start_from_trigger``), so a node that is
+waiting holds no worker slot. When dbt finishes the node, the trigger writes the node's log lines
+to the task log and ends the task itself (success or failure, with retries honoured) without a
+worker. Only when the node must be built on its own (a retry, a clear after the run, a dead dbt
+process) does the task go to a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
+
+from dbtflow.project.report import failure_summary, results_table
+from dbtflow.project.results import summarize
+from dbtflow.streaming.consumer import Action, Decision, Watch, decide
+from dbtflow.streaming.store import StateStore
+
+#: How long a node task waits for the DAG run's producer task to start before building alone.
+PRODUCER_WAIT_S = 600.0
+
+
+def _identity(
+    trigger: BaseTrigger, dag_id: str | None, run_id: str | None, try_number: int | None
+) -> tuple[str, str, int]:
+    """The DAG run and try of the trigger's task: given explicitly, or from its task instance."""
+    ti = trigger.task_instance
+    dag_id = dag_id or (ti.dag_id if ti is not None else None)
+    run_id = run_id or (ti.run_id if ti is not None else None)
+    try_number = try_number or (ti.try_number if ti is not None else None)
+    if dag_id is None or run_id is None or try_number is None:
+        raise RuntimeError(f"{type(trigger).__name__} needs its task instance (dag_id, run_id, try_number)")
+    return dag_id, run_id, int(try_number)
+
+
+class NodeResultTrigger(BaseTrigger):
+    """Wait for the results of ``nodes`` in the shared state, then end or resume the task.
+
+    ``end_task`` is true when the task started in the triggerer: the trigger then ends the task
+    itself. When a running task deferred (``end_task`` false), the trigger resumes it instead.
+    """
+
+    def __init__(
+        self,
+        nodes: list[str],
+        main_node: str | None = None,
+        producer_task_id: str | None = None,
+        state_url: str | None = None,
+        poll_interval: float = 0.5,
+        producer_wait_s: float = PRODUCER_WAIT_S,
+        end_task: bool = True,
+        dag_id: str | None = None,
+        run_id: str | None = None,
+        try_number: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.nodes = list(nodes)
+        self.main_node = main_node
+        self.producer_task_id = producer_task_id
+        self.state_url = state_url
+        self.poll_interval = poll_interval
+        self.producer_wait_s = producer_wait_s
+        self.end_task = end_task
+        self.dag_id = dag_id
+        self.run_id = run_id
+        self.try_number = try_number
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "nodes": self.nodes,
+                "main_node": self.main_node,
+                "producer_task_id": self.producer_task_id,
+                "state_url": self.state_url,
+                "poll_interval": self.poll_interval,
+                "producer_wait_s": self.producer_wait_s,
+                "end_task": self.end_task,
+                "dag_id": self.dag_id,
+                "run_id": self.run_id,
+                "try_number": self.try_number,
+            },
+        )
+
+    def _identity(self) -> tuple[str, str, int]:
+        return _identity(self, self.dag_id, self.run_id, self.try_number)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        dag_id, run_id, try_number = self._identity()
+        store = StateStore(self.state_url)
+        watch = Watch()
+        started = time.monotonic()
+        while True:
+            decision: Decision = await asyncio.to_thread(
+                decide,
+                store,
+                dag_id,
+                run_id,
+                self.nodes,
+                try_number,
+                watch,
+                main_node=self.main_node,
+                producer_task_id=self.producer_task_id,
+                wait_for_producer=time.monotonic() - started < self.producer_wait_s,
+            )
+            if decision.action is Action.WAIT:
+                await asyncio.sleep(self.poll_interval)
+                continue
+            if decision.action is Action.REPORT:
+                ids = [r.id for r in decision.results]
+                if not await asyncio.to_thread(store.consume, ids, try_number):
+                    continue
+                if not self.end_task:
+                    yield TriggerEvent({"action": Action.REPORT.value})
+                    return
+                for stored in decision.results:
+                    for line in stored.log:
+                        self.log.info("%s", line)
+                results = decision.node_results
+                if decision.failed:
+                    self.log.error("dbt reported failures:\n%s", failure_summary(results))
+                    yield TaskFailedEvent()
+                else:
+                    yield TaskSuccessEvent(xcoms={"return_value": summarize(results)})
+                return
+            if decision.action is Action.FAIL:
+                if self.end_task:
+                    self.log.error("%s", decision.message)
+                    yield TaskFailedEvent()
+                else:
+                    yield TriggerEvent({"action": Action.FAIL.value, "message": decision.message})
+                return
+            yield TriggerEvent({"action": Action.RUN_ALONE.value})
+            return
+
+
+class InvocationTrigger(BaseTrigger):
+    """Attach the producer task to a live dbt invocation of its DAG run, without a worker.
+
+    If a live invocation claims the producer's nodes (the local runner starts one ahead of the
+    task), the trigger waits for it to end and ends the task with its results. Otherwise it
+    resumes the task on a worker, which runs dbt itself.
+    """
+
+    def __init__(self, nodes: list[str], state_url: str | None = None, poll_interval: float = 0.5) -> None:
+        super().__init__()
+        self.nodes = list(nodes)
+        self.state_url = state_url
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {"nodes": self.nodes, "state_url": self.state_url, "poll_interval": self.poll_interval},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        dag_id, run_id, _ = _identity(self, None, None, None)
+        store = StateStore(self.state_url)
+        states = await asyncio.to_thread(store.node_states, dag_id, run_id, self.nodes)
+        attached = sorted({h.id for h in states.holders.values() if h.alive})
+        if not attached:
+            yield TriggerEvent({"action": "build"})
+            return
+        self.log.info("Attached to the running dbt invocation %s.", ", ".join(attached))
+        # Wait on the invocations themselves: their claims end node by node, before they finish.
+        while True:
+            infos = [await asyncio.to_thread(store.invocation, inv_id) for inv_id in attached]
+            if not any(info is not None and info.alive for info in infos):
+                break
+            await asyncio.sleep(self.poll_interval)
+        states = await asyncio.to_thread(store.node_states, dag_id, run_id, self.nodes)
+        results = [s.result for s in states.newest.values()]
+        self.log.info("dbt results:\n%s", results_table(results))
+        dead = [i for i in infos if i is not None and i.state in ("running", "died")]
+        failed = [i for i in infos if i is not None and i.state == "failed"]
+        for info in dead:
+            self.log.error("The dbt invocation %s stopped: %s.", info.id, info.describe_death())
+        for info in failed:
+            self.log.error("dbt failed: %s", info.error)
+        if dead or failed:
+            yield TaskFailedEvent()
+        else:
+            yield TaskSuccessEvent(xcoms={"return_value": summarize(results)})

@@ -1,0 +1,219 @@
+"""The ``dbtflow`` command line: run, render and demo.
+
+Bad input ends with one line, ``dbtflow: error: <cause> Fix: <fix>``, exit status 2, and no
+traceback. ``run`` exits 0 only when every task of the DAG run succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dbtflow.errors import DbtflowError
+
+EXIT_FAILED_RUN = 1
+EXIT_BAD_INPUT = 2
+
+
+def _add_project_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("project_dir", type=Path, help="folder holding dbt_project.yml")
+    parser.add_argument("--profiles-dir", type=Path, help="folder holding profiles.yml")
+    parser.add_argument("--target", help="dbt target (default: the profile's)")
+    parser.add_argument("--vars", type=_json_object, default={}, help="dbt vars as JSON")
+    parser.add_argument("--manifest", type=Path, help="a manifest.json built elsewhere (skips parsing)")
+    parser.add_argument("--select", "-s", nargs="+", default=[], help="dbt selection")
+    parser.add_argument("--exclude", nargs="+", default=[], help="dbt exclusion")
+    parser.add_argument("--selector", help="a selector from selectors.yml")
+    parser.add_argument("--pattern", default="per_model", choices=["per_model"], help="task granularity")
+    parser.add_argument(
+        "--tests",
+        default="with_model",
+        choices=["with_model", "after_model", "at_end", "none"],
+        help="where a model's tests run",
+    )
+    parser.add_argument(
+        "--execution",
+        default="streamed",
+        choices=["streamed", "per_task"],
+        help="one dbt invocation feeding every task (streamed) or one per task",
+    )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="dbt threads")
+    parser.add_argument(
+        "--concurrency", type=int, help="tasks running at once (default: CPU count, at least 2)"
+    )
+    parser.add_argument("--dag-id", help="DAG id (default: dbtflow_<project name>)")
+    parser.add_argument("--summary-json", type=Path, help="write the run's outcome as JSON to this file")
+    parser.add_argument(
+        "--progress", default="auto", choices=["auto", "live", "plain", "none"], help="progress display"
+    )
+    parser.add_argument(
+        "--no-head-start",
+        action="store_true",
+        help="start dbt only when a task asks for it, not while Airflow starts (slower; for comparison)",
+    )
+    parser.add_argument("--retries", type=int, default=0, help="Airflow retries of each task")
+    parser.add_argument("--retry-delay", type=float, default=60.0, help="seconds between tries")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbtflow", description="Run dbt projects on Apache Airflow.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="execute one DAG run of a project through an embedded Airflow")
+    _add_project_args(run)
+    _add_run_args(run)
+
+    retry = commands.add_parser(
+        "retry", help="re-run the failed tasks of the last DAG run (and their downstream), in that run"
+    )
+    _add_project_args(retry)
+    _add_run_args(retry)
+    retry.add_argument("--run-id", help="the DAG run to retry (default: the last one)")
+
+    render = commands.add_parser("render", help="print the task graph of a project; runs nothing")
+    _add_project_args(render)
+    render.add_argument("--format", default="json", choices=["json", "text"])
+
+    demo = commands.add_parser("demo", help="run the bundled example project")
+    demo.add_argument("--progress", default="auto", choices=["auto", "live", "plain", "none"])
+    demo.add_argument("--summary-json", type=Path)
+    return parser
+
+
+def _request(args: argparse.Namespace) -> Any:
+    from dbtflow.runner.run import RunRequest
+
+    return RunRequest(
+        project_dir=args.project_dir,
+        profiles_dir=args.profiles_dir,
+        target=args.target,
+        vars=args.vars,
+        manifest_path=args.manifest,
+        select=args.select,
+        exclude=args.exclude,
+        selector=args.selector,
+        pattern=args.pattern,
+        tests=args.tests,
+        execution=args.execution,
+        threads=args.threads,
+        dag_id=args.dag_id,
+        concurrency=args.concurrency,
+        head_start=not args.no_head_start,
+        progress=args.progress,
+        retries=args.retries,
+        retry_delay_s=args.retry_delay,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dbtflow.runner.run import run_project
+
+    return _finish(run_project(_request(args)), args.summary_json)
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from dbtflow.runner.run import retry_project
+
+    return _finish(retry_project(_request(args), args.run_id), args.summary_json)
+
+
+def _finish(outcome: Any, summary_json: Path | None) -> int:
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(outcome.to_dict(), indent=2) + "\n")
+    all_ok = outcome.state == "success" and all(t.state == "success" for t in outcome.tasks)
+    return 0 if all_ok else EXIT_FAILED_RUN
+
+
+def _render(args: argparse.Namespace) -> int:
+    from dbtflow.plan.build import make_plan
+    from dbtflow.project.config import DbtProject
+
+    project = DbtProject(
+        args.project_dir,
+        profiles_dir=args.profiles_dir,
+        target=args.target,
+        vars=args.vars,
+        manifest_path=args.manifest,
+    )
+    plan = make_plan(
+        project,
+        pattern=args.pattern,
+        select=args.select,
+        exclude=args.exclude,
+        selector=args.selector,
+        tests=args.tests,
+        execution=args.execution,
+    )
+    if args.format == "json":
+        print(json.dumps({"tasks": [t.to_dict() for t in plan.tasks]}, indent=2))
+    else:
+        for task in plan.tasks:
+            upstream = f"  <- {', '.join(task.upstream)}" if task.upstream else ""
+            print(f"{task.task_id} [{len(task.nodes)} node(s)]{upstream}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Copy the bundled example under $DBTFLOW_HOME and run it per model."""
+    import os
+    from importlib import resources
+
+    from dbtflow.project.config import dbtflow_home
+    from dbtflow.runner.run import RunRequest, run_project
+
+    source = Path(str(resources.files("dbtflow") / "examples" / "bikeshare"))
+    target = dbtflow_home() / "demo" / "bikeshare"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*"))
+    database = dbtflow_home() / "demo" / "bikeshare.duckdb"
+    database.unlink(missing_ok=True)
+    os.environ["BIKESHARE_DUCKDB"] = str(database)
+    print(f"Running the bundled example ({target}) per model; warehouse: {database}")
+    outcome = run_project(RunRequest(project_dir=target, progress=args.progress))
+    return _finish(outcome, args.summary_json)
+
+
+def _quiet_semaphore_warnings() -> None:
+    """dbt's adapters create multiprocessing locks; when a forked task process exits, Python's
+    resource tracker reports them as leaked (they are not: Linux unlinks them at creation). The
+    tracker is a separate process that takes its warning filters from this one's options."""
+    option = "ignore::UserWarning:multiprocessing.resource_tracker"
+    if option not in sys.warnoptions:
+        sys.warnoptions.append(option)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_semaphore_warnings()
+    args = build_parser().parse_args(argv)
+    handler = {"run": _run, "retry": _retry, "render": _render, "demo": _demo}[args.command]
+    try:
+        return handler(args)
+    except DbtflowError as exc:
+        print(f"dbtflow: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("dbtflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Task plans: how each pattern turns a dbt graph and a selection into tasks."""

@@ -1,0 +1,146 @@
+"""The per_model pattern: one task per model, seed and snapshot, with dbt's dependencies.
+
+Ephemeral models get no task; dependencies pass through them. A test with one parent runs in
+its parent's task (``with_model``), in a task right after it (``after_model``), with every other
+test at the end (``at_end``), or not at all (``none``). A test with several parents (for example
+``relationships``) always gets its own task after all of its parents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dbtflow.plan.model import TaskKind, TaskPlan, TaskSpec, TestMode
+from dbtflow.plan.naming import node_task_ids, safe_id
+from dbtflow.project.graph import DbtGraph
+
+PRODUCER_TASK_ID = "dbt_build"
+AT_END_TASK_ID = "dbt_test"
+
+
+def _unique(task_id: str, taken: set[str]) -> str:
+    candidate, n = task_id, 2
+    while candidate in taken:
+        candidate = f"{task_id}_{n}"
+        n += 1
+    taken.add(candidate)
+    return candidate
+
+
+def topological(tasks: Iterable[TaskSpec]) -> tuple[TaskSpec, ...]:
+    """Tasks ordered so that every task comes after its upstream tasks (stable by task id)."""
+    by_id = {t.task_id: t for t in tasks}
+    done: set[str] = set()
+    ordered: list[TaskSpec] = []
+    for task_id in sorted(by_id):
+        stack = [(task_id, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if current in done:
+                continue
+            if expanded:
+                done.add(current)
+                ordered.append(by_id[current])
+                continue
+            stack.append((current, True))
+            stack.extend((u, False) for u in sorted(by_id[current].upstream, reverse=True) if u not in done)
+    return tuple(ordered)
+
+
+def plan_per_model(
+    graph: DbtGraph,
+    selected: frozenset[str],
+    *,
+    tests: TestMode = TestMode.WITH_MODEL,
+    streamed: bool = True,
+) -> TaskPlan:
+    """Plan one task per selected buildable node; see the module docstring for tests."""
+    buildable = [n for n in graph.buildable() if n.unique_id in selected]
+    task_of = node_task_ids(graph, buildable)
+    taken = set(task_of.values())
+    if streamed:
+        taken.add(PRODUCER_TASK_ID)
+
+    single_parent_tests: dict[str, list[str]] = {}
+    multi_parent_tests: list[str] = []
+    if tests is not TestMode.NONE:
+        for test in graph.tests():
+            if test.unique_id not in selected:
+                continue
+            parents = [p for p in graph.build_parents(test.unique_id) if p in task_of]
+            if len(parents) == 1 and len(graph.build_parents(test.unique_id)) == 1:
+                single_parent_tests.setdefault(parents[0], []).append(test.unique_id)
+            else:
+                multi_parent_tests.append(test.unique_id)
+
+    specs: list[TaskSpec] = []
+    #: The task a child waits for: the node's task, or its test task in after_model mode.
+    gate: dict[str, str] = dict(task_of)
+    test_task_of: dict[str, str] = {}
+    if tests is TestMode.AFTER_MODEL:
+        for uid in single_parent_tests:
+            test_task_of[uid] = _unique(f"{task_of[uid]}__tests", taken)
+            gate[uid] = test_task_of[uid]
+
+    for node in buildable:
+        uid = node.unique_id
+        upstream = tuple(sorted({gate[p] for p in graph.build_parents(uid) if p in gate}))
+        nodes: tuple[str, ...] = (uid,)
+        if tests is TestMode.WITH_MODEL:
+            nodes += tuple(single_parent_tests.get(uid, ()))
+        specs.append(
+            TaskSpec(
+                task_id=task_of[uid],
+                kind=TaskKind.NODE,
+                nodes=nodes,
+                upstream=upstream,
+                resource_type=node.resource_type,
+            )
+        )
+        if uid in test_task_of:
+            specs.append(
+                TaskSpec(
+                    task_id=test_task_of[uid],
+                    kind=TaskKind.TEST,
+                    nodes=tuple(single_parent_tests[uid]),
+                    upstream=(task_of[uid],),
+                )
+            )
+
+    if tests is TestMode.AT_END:
+        every_test = sorted({*multi_parent_tests, *(t for ts in single_parent_tests.values() for t in ts)})
+        if every_test:
+            leaves = sorted(gate.values())
+            specs.append(
+                TaskSpec(
+                    task_id=_unique(AT_END_TASK_ID, taken),
+                    kind=TaskKind.TEST,
+                    nodes=tuple(every_test),
+                    upstream=tuple(leaves),
+                )
+            )
+    else:
+        for test_id in multi_parent_tests:
+            test = graph.nodes[test_id]
+            upstream = tuple(sorted({gate[p] for p in graph.build_parents(test_id) if p in gate}))
+            specs.append(
+                TaskSpec(
+                    task_id=_unique(safe_id(f"test__{test.name}"), taken),
+                    kind=TaskKind.TEST,
+                    nodes=(test_id,),
+                    upstream=upstream,
+                )
+            )
+
+    producer = None
+    if streamed and specs:
+        producer = PRODUCER_TASK_ID
+        # The at_end test task runs its own `dbt test`; every other node is built by the producer.
+        streamed_nodes = tuple(
+            uid
+            for spec in specs
+            if not (spec.kind is TaskKind.TEST and tests is TestMode.AT_END)
+            for uid in spec.nodes
+        )
+        specs.append(TaskSpec(task_id=PRODUCER_TASK_ID, kind=TaskKind.BUILD, nodes=streamed_nodes))
+    return TaskPlan(pattern="per_model", tasks=topological(specs), selected=selected, producer=producer)

@@ -1,0 +1,35 @@
+"""Plain-text reports of node results, for task logs and the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from dbtflow.project.results import NodeResult
+
+
+def results_table(results: Iterable[NodeResult]) -> str:
+    """A fixed-width table: one line per node with status, time and rows affected."""
+    rows = [
+        (
+            r.unique_id,
+            r.status,
+            f"{r.execution_time:.2f}s",
+            "" if r.rows_affected is None else str(r.rows_affected),
+        )
+        for r in results
+    ]
+    header = ("node", "status", "time", "rows")
+    widths = [
+        max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i]) for i in range(4)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def failure_summary(results: Iterable[NodeResult]) -> str:
+    """One line per failed node: its id, status and dbt's message."""
+    return "\n".join(
+        f"{r.unique_id}: {r.status}: {' '.join((r.message or '').split())}" for r in results if r.failed
+    )

@@ -1,0 +1,104 @@
+"""What dbt reported for one node: status, timing, rows affected and message.
+
+Results come from two places that carry the same facts: dbt's ``NodeFinished`` / ``SkippingDetails``
+events while a run is going on, and ``run_results.json`` afterwards (also the shape dbt Cloud
+serves). Both end up as ``NodeResult``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+#: dbt statuses that fail a task. ``warn`` does not.
+FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
+SKIPPED_STATUSES = frozenset({"skipped"})
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    """The outcome of one node in one dbt invocation."""
+
+    unique_id: str
+    status: str
+    message: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    execution_time: float = 0.0
+    rows_affected: int | None = None
+    failures: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_STATUSES
+
+    @property
+    def skipped(self) -> bool:
+        return self.status in SKIPPED_STATUSES
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeResult:
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})  # type: ignore[arg-type]
+
+
+def _rows_affected(adapter_response: Mapping[str, Any] | None) -> int | None:
+    if not adapter_response:
+        return None
+    value = adapter_response.get("rows_affected")
+    if value is None or value == -1:
+        return None
+    return int(value)
+
+
+def _execute_timing(timing: Iterable[Mapping[str, Any]]) -> tuple[str | None, str | None]:
+    for item in timing:
+        if item.get("name") == "execute":
+            return item.get("started_at") or item.get("startedAt"), item.get("completed_at") or item.get(
+                "completedAt"
+            )
+    return None, None
+
+
+def result_from_run_results_entry(entry: Mapping[str, Any]) -> NodeResult:
+    """One element of ``run_results.json``'s ``results`` list."""
+    started, completed = _execute_timing(entry.get("timing") or ())
+    return NodeResult(
+        unique_id=entry["unique_id"],
+        status=str(entry.get("status")),
+        message=entry.get("message"),
+        started_at=started,
+        completed_at=completed,
+        execution_time=float(entry.get("execution_time") or 0.0),
+        rows_affected=_rows_affected(entry.get("adapter_response")),
+        failures=entry.get("failures"),
+    )
+
+
+def results_from_run_results(document: Mapping[str, Any]) -> list[NodeResult]:
+    """All results of a ``run_results.json`` document."""
+    return [result_from_run_results_entry(e) for e in document.get("results", ())]
+
+
+def summarize(results: Iterable[NodeResult]) -> dict[str, Any]:
+    """A compact per-node summary for XCom: counts by status and one line per node."""
+    items = list(results)
+    counts: dict[str, int] = {}
+    for r in items:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return {
+        "counts": counts,
+        "nodes": {
+            r.unique_id: {
+                "status": r.status,
+                "execution_time": round(r.execution_time, 3),
+                "rows_affected": r.rows_affected,
+                **({"message": r.message} if r.failed else {}),
+            }
+            for r in items
+        },
+        "failed": sorted(r.unique_id for r in items if r.failed),
+    }

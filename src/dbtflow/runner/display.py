@@ -1,0 +1,146 @@
+"""What ``dbtflow run`` shows: a live progress view while tasks run, and a table at the end.
+
+On a terminal the live view (rich) shows counts by state, a progress bar and the tasks running
+or waiting now; elsewhere (CI logs, pipes) it prints one line per finished task instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+_STYLE = {
+    "success": "green",
+    "failed": "red",
+    "upstream_failed": "dark_orange",
+    "up_for_retry": "yellow",
+    "skipped": "magenta",
+    "running": "cyan",
+    "deferred": "blue",
+    "queued": "white",
+    "scheduled": "white",
+}
+FINISHED = frozenset({"success", "failed", "upstream_failed", "skipped", "removed"})
+_LIVE_ROWS = 12
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    """One task instance as displayed and summarized."""
+
+    task_id: str
+    state: str
+    try_number: int
+    duration_s: float | None
+    nodes: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "task_id": self.task_id,
+            "state": self.state,
+            "try_number": self.try_number,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+            "nodes": list(self.nodes),
+        }
+
+
+class RunDisplay:
+    """Live progress of one DAG run."""
+
+    def __init__(self, title: str, total: int, *, live: bool | None = None, quiet: bool = False) -> None:
+        self.console = Console(stderr=False)
+        self.quiet = quiet
+        self.live_enabled = (self.console.is_terminal if live is None else live) and not quiet
+        self.title = title
+        self.total = total
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self.bar = self.progress.add_task(title, total=total)
+        self.live: Live | None = None
+        self.reported: set[str] = set()
+        self.started = time.monotonic()
+
+    def __enter__(self) -> RunDisplay:
+        if self.live_enabled:
+            self.live = Live(self._render([]), console=self.console, refresh_per_second=8, transient=True)
+            self.live.__enter__()
+        elif not self.quiet:
+            self.console.print(f"[bold]{self.title}[/bold]: {self.total} tasks")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+    def update(self, rows: Sequence[TaskRow]) -> None:
+        done = sum(1 for r in rows if r.state in FINISHED)
+        self.progress.update(self.bar, completed=done)
+        if self.live is not None:
+            self.live.update(self._render(rows))
+            return
+        if self.quiet:
+            return
+        for row in rows:
+            if row.state in FINISHED and row.task_id not in self.reported:
+                self.reported.add(row.task_id)
+                took = "" if row.duration_s is None else f" in {row.duration_s:.1f}s"
+                self.console.print(
+                    Text.assemble(
+                        ("  " + row.state.ljust(16), _STYLE.get(row.state, "")), f"{row.task_id}{took}"
+                    )
+                )
+
+    def _render(self, rows: Sequence[TaskRow]) -> Group:
+        counts = Counter(r.state for r in rows)
+        summary = Text("  ".join(f"{state}: {n}" for state, n in sorted(counts.items())))
+        active = [r for r in rows if r.state in ("running", "queued", "deferred", "up_for_retry")]
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        table.add_column("task")
+        table.add_column("state")
+        table.add_column("try", justify="right")
+        for row in active[:_LIVE_ROWS]:
+            table.add_row(row.task_id, Text(row.state, _STYLE.get(row.state, "")), str(row.try_number))
+        if len(active) > _LIVE_ROWS:
+            table.add_row(f"... and {len(active) - _LIVE_ROWS} more", "", "")
+        return Group(self.progress, summary, table)
+
+    def final_table(self, rows: Sequence[TaskRow], state: str, run_id: str) -> None:
+        if self.quiet:
+            return
+        table = Table(title=f"{self.title} ({run_id})", header_style="bold")
+        table.add_column("task")
+        table.add_column("state")
+        table.add_column("try", justify="right")
+        table.add_column("duration", justify="right")
+        table.add_column("nodes", justify="right")
+        for row in rows:
+            table.add_row(
+                row.task_id,
+                Text(row.state, _STYLE.get(row.state, "")),
+                str(row.try_number),
+                "" if row.duration_s is None else f"{row.duration_s:.2f}s",
+                str(len(row.nodes)),
+            )
+        self.console.print(table)
+        counts = Counter(r.state for r in rows)
+        style = "bold green" if state == "success" else "bold red"
+        self.console.print(
+            Text.assemble(
+                (f"DAG run {state}", style),
+                f" in {time.monotonic() - self.started:.1f}s: ",
+                ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+            )
+        )

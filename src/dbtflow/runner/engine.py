@@ -1,0 +1,140 @@
+"""A head start for the streamed dbt invocation of ``dbtflow run``.
+
+Importing Airflow and warming up its in-process API takes several seconds, and so does importing
+dbt. The engine is forked before Airflow is imported: it imports dbt and loads the cached
+manifest on the second core while the runner starts Airflow. Once the DAG run exists, the runner
+tells the engine its run id and the engine starts the run's dbt invocation under the producer
+task's name, exactly as that task would. The producer task then starts in the triggerer (no
+worker needed) and attaches to this invocation: it ends when the invocation ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbtflow.project.config import DbtProject
+from dbtflow.streaming.producer import RunKey
+
+
+@dataclass
+class Engine:
+    """The forked engine process, seen from the runner."""
+
+    project: DbtProject
+    threads: int | None = None
+    state_url: str | None = None
+    pid: int | None = field(default=None, init=False)
+    _pipe: int | None = field(default=None, init=False, repr=False)
+
+    def start(self) -> None:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            os.close(write_end)
+            code = 0
+            try:
+                self._serve(read_end)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            os._exit(code)
+        os.close(read_end)
+        self.pid, self._pipe = pid, write_end
+
+    def go(
+        self,
+        key: RunKey,
+        nodes: Sequence[str],
+        *,
+        selection: Sequence[str] | None = None,
+        skip_succeeded: bool = False,
+    ) -> None:
+        """Claim ``nodes`` for the engine, on behalf of ``key``, and let it build them.
+
+        The claim is registered here, before the engine may even have finished importing dbt, so
+        every task of the run sees a live invocation from its first look.
+        """
+        from dbtflow.streaming.producer import claim_nodes
+        from dbtflow.streaming.store import StateStore
+
+        outcome = claim_nodes(
+            StateStore(self.state_url), key, nodes, skip_succeeded=skip_succeeded, pid=self.pid
+        )
+        self._send(
+            {
+                "key": [key.dag_id, key.run_id, key.task_id, key.try_number],
+                "invocation_id": outcome.invocation_id,
+                "claimed": outcome.claimed,
+                "held": outcome.held_elsewhere,
+                "selection": None if selection is None else list(selection),
+            }
+        )
+
+    def cancel(self) -> None:
+        """Let the engine exit without running dbt."""
+        self._send(None)
+
+    def kill(self) -> None:
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def reap(self) -> int | None:
+        """The engine's exit status if it has ended (reaping it), else None."""
+        if self.pid is None:
+            return None
+        done, status = os.waitpid(self.pid, os.WNOHANG)
+        if done == 0:
+            return None
+        self.pid = None
+        return os.waitstatus_to_exitcode(status)
+
+    def _send(self, message: dict[str, Any] | None) -> None:
+        if self._pipe is None:
+            return
+        try:
+            if message is not None:
+                os.write(self._pipe, json.dumps(message).encode() + b"\n")
+        finally:
+            os.close(self._pipe)
+            self._pipe = None
+
+    def _serve(self, read_end: int) -> None:  # pragma: no cover - runs in the child
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        import dbt.cli.main  # noqa: F401  (the slow import, done while Airflow starts)
+
+        from dbtflow.project.manifest import load_graph, load_manifest
+        from dbtflow.streaming.producer import BuildOutcome, build
+        from dbtflow.streaming.store import StateStore
+
+        graph = load_graph(self.project)
+        manifest = load_manifest(self.project)
+        store = StateStore(self.state_url)
+        with os.fdopen(read_end, "rb") as pipe:
+            line = pipe.readline()
+        if not line:
+            return
+        message = json.loads(line)
+        outcome = BuildOutcome(
+            key=RunKey(*message["key"]),
+            invocation_id=message["invocation_id"],
+            claimed=message["claimed"],
+            held_elsewhere=message["held"],
+        )
+        build(
+            self.project,
+            graph,
+            lambda: manifest,
+            store,
+            outcome,
+            selection=message["selection"],
+            threads=self.threads,
+        )

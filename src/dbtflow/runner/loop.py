@@ -1,0 +1,356 @@
+"""One DAG run through Airflow, driven by a loop modelled on the scheduler and ``dag.test()``.
+
+The loop uses Airflow's own machinery for every decision: ``DagRun.update_state`` for dependencies
+and trigger rules (so a failure marks dependants ``upstream_failed``), ``DagRun.schedule_tis``
+for scheduling (so tasks that start in the triggerer are deferred without a worker), Airflow's
+task runner for execution (in forked workers, several at a time), and ``Trigger.submit_event``
+for trigger events (so retries and task-ending events behave as under the real triggerer).
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dbtflow.runner.display import FINISHED, RunDisplay, TaskRow
+from dbtflow.runner.engine import Engine
+from dbtflow.runner.triggerer import InlineTriggerer
+from dbtflow.runner.workers import WorkerPool, warm_up_execution_api
+
+#: How long the loop waits for an event before looking at its workers again.
+TICK_S = 0.02
+#: A scheduling pass runs at least this often even when nothing happened.
+IDLE_PASS_S = 1.0
+
+
+@dataclass
+class RunOutcome:
+    dag_id: str
+    run_id: str
+    state: str
+    tasks: list[TaskRow]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "state": self.state,
+            "tasks": [t.to_dict() for t in self.tasks],
+        }
+
+
+def sync_dag(dagbag: Any) -> Any:
+    """Register the dags-folder bundle and write the DAG's serialized form to the metadata database."""
+    from airflow import settings
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import sync_bag_to_db
+
+    session = settings.get_session()()
+    DagBundlesManager().sync_bundles_to_db(session=session)
+    session.commit()
+    sync_bag_to_db(dagbag, "dags-folder", None)
+
+
+def scheduler_view(dag: Any) -> Any:
+    """The scheduler's copy of the DAG (its serialized form), with the DAG's callbacks."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    # Callbacks are not serialized; the scheduler's copy needs them to run them at the end.
+    scheduler_dag.on_success_callback = dag.on_success_callback  # type: ignore[attr-defined]
+    scheduler_dag.on_failure_callback = dag.on_failure_callback  # type: ignore[attr-defined]
+    return scheduler_dag
+
+
+def create_run(dag: Any) -> tuple[Any, Any]:
+    """Create a manual DAG run (state running) and return it with the scheduler's view of the DAG."""
+    from airflow import settings
+    from airflow.models.dagrun import DagRun, get_or_create_dagrun
+    from airflow.sdk import timezone
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    scheduler_dag = scheduler_view(dag)
+    now = timezone.utcnow()
+    session = settings.get_session()()
+    run = get_or_create_dagrun(
+        dag=scheduler_dag,
+        run_id=DagRun.generate_run_id(run_type=DagRunType.MANUAL, logical_date=now, run_after=now),
+        logical_date=now,
+        data_interval=coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=now),
+        run_after=now,
+        conf=None,
+        triggered_by=DagRunTriggeredByType.CLI,
+        triggering_user_name=getpass.getuser(),
+        start_date=now,
+        session=session,
+    )
+    session.commit()
+    return run, scheduler_dag
+
+
+def clear_failed(dag: Any, run_id: str | None) -> tuple[Any, Any, set[str]]:
+    """Clear the failed and upstream-failed tasks of a DAG run with Airflow's own clear.
+
+    Returns the run (set running again), the scheduler's view of the DAG, and the cleared task ids.
+    """
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import clear_task_instances
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from sqlalchemy import select
+
+    from dbtflow.errors import DbtflowError
+
+    session = settings.get_session()()
+    query = select(DagRun).where(DagRun.dag_id == dag.dag_id)
+    query = query.where(DagRun.run_id == run_id) if run_id else query.order_by(DagRun.id.desc()).limit(1)
+    dag_run = session.scalars(query).first()
+    if dag_run is None:
+        which = f"run {run_id}" if run_id else "any run"
+        raise DbtflowError(
+            f"The DAG {dag.dag_id} has no {which} to retry.", "start one with `dbtflow run` first."
+        )
+    failed = (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED)
+    tis = [ti for ti in dag_run.get_task_instances(session=session) if ti.state in failed]
+    if not tis:
+        raise DbtflowError(
+            f"DAG run {dag_run.run_id} of {dag.dag_id} has no failed task to retry.",
+            "nothing to do; start a new run with `dbtflow run`.",
+        )
+    clear_task_instances(tis, session, dag_run_state=DagRunState.QUEUED, run_on_latest_version=True)
+    for ti in tis:
+        # A task that starts in the triggerer gets a new start date but would keep its old end date.
+        ti.start_date = ti.end_date = None
+    session.commit()
+    session.refresh(dag_run)
+    dag_run.set_state(DagRunState.RUNNING)
+    session.commit()
+    return dag_run, scheduler_view(dag), {ti.task_id for ti in tis}
+
+
+class LocalDagRun:
+    """Drive one existing DAG run to its end."""
+
+    def __init__(
+        self,
+        dag: Any,
+        scheduler_dag: Any,
+        dag_run: Any,
+        *,
+        concurrency: int,
+        display: RunDisplay,
+        engine: Engine | None = None,
+        warm_up: Callable[[], None] | None = None,
+    ) -> None:
+        from airflow.utils.helpers import log_filename_template_renderer
+
+        self.dag = dag
+        self.scheduler_dag = scheduler_dag
+        self.run_id = dag_run.run_id
+        self.dag_run_id = dag_run.id
+        self.display = display
+        self.engine = engine
+        self.triggerer = InlineTriggerer()
+        self._render_log = log_filename_template_renderer()
+        self.pool = WorkerPool(dag, concurrency, self.log_path)
+        #: Run once in this process before the first task is forked (Airflow's API, dbt).
+        self.warm_ups: list[Callable[[], None]] = [warm_up_execution_api, *([warm_up] if warm_up else [])]
+
+    def log_path(self, ti: Any) -> Path:
+        from airflow.configuration import conf
+
+        return Path(conf.get("logging", "base_log_folder")) / self._render_log(
+            ti=ti, try_number=ti.try_number
+        )
+
+    def run(self) -> RunOutcome:
+        from airflow import settings
+
+        session = settings.get_session()()
+        try:
+            state = self._loop(session)
+        except BaseException:
+            self._abort(session)
+            raise
+        finally:
+            self.triggerer.stop()
+            self.pool.terminate()
+        rows = self._rows(session)
+        return RunOutcome(dag_id=self.dag.dag_id, run_id=self.run_id, state=state, tasks=rows)
+
+    def _loop(self, session: Any) -> str:
+        """Schedule, dispatch and apply events until the DAG run ends.
+
+        A scheduling pass (dependencies, dispatch, triggers) runs only when something happened (a
+        trigger fired, a worker ended) or once a second; between passes the loop only waits for
+        events, so it leaves the CPU to dbt.
+        """
+        from airflow.models.trigger import Trigger
+
+        next_pass = 0.0
+        last_clean = time.monotonic()
+        while True:
+            changed = False
+            for trigger_id, event, error in self.triggerer.events():
+                if error is not None:
+                    Trigger.submit_failure(trigger_id, error, session=session)
+                else:
+                    Trigger.submit_event(trigger_id, event, session=session)
+                session.commit()
+                changed = True
+            for worker, code in self.pool.reap():
+                changed = True
+                if code != 0:
+                    self._fail_lost_task(worker.task_id, worker.map_index, code, session)
+            if self.engine is not None:
+                self.engine.reap()
+            now = time.monotonic()
+            if changed or now >= next_pass:
+                state = self._pass(session)
+                if state is not None:
+                    return state
+                next_pass = now + IDLE_PASS_S
+            if now - last_clean > 5:
+                Trigger.clean_unused(session=session)
+                session.commit()
+                last_clean = now
+            self.triggerer.wait(TICK_S)
+
+    def _pass(self, session: Any) -> str | None:
+        """One scheduling pass; returns the run's final state once it has ended."""
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.state import DagRunState, TaskInstanceState
+
+        session.expire_all()
+        dag_run = session.get(DagRun, self.dag_run_id)
+        dag_run.dag = self.scheduler_dag
+        if dag_run.state != DagRunState.RUNNING:
+            return str(getattr(dag_run.state, "value", dag_run.state))
+        schedulable, _ = dag_run.update_state(session=session)
+        if schedulable:
+            dag_run.schedule_tis(schedulable, session=session)
+        session.commit()
+        self._fail_timed_out_triggers(session)
+        tis = dag_run.get_task_instances(session=session)
+        for ti in tis:
+            if ti.state == TaskInstanceState.SCHEDULED and self.pool.free > 0 and not self._is_running(ti):
+                self._launch(ti, session)
+            elif (
+                ti.state == TaskInstanceState.DEFERRED
+                and ti.trigger_id is not None
+                and ti.trigger_id not in self.triggerer.running
+            ):
+                self._start_trigger(ti, session)
+        session.commit()
+        self.display.update(self._rows_of(tis))
+        if dag_run.state != DagRunState.RUNNING:
+            return str(getattr(dag_run.state, "value", dag_run.state))
+        return None
+
+    def _is_running(self, ti: Any) -> bool:
+        return any(
+            w.task_id == ti.task_id and w.map_index == ti.map_index for w in self.pool.running.values()
+        )
+
+    def _launch(self, ti: Any, session: Any) -> None:
+        from airflow.utils.state import TaskInstanceState
+
+        while self.warm_ups:
+            self.warm_ups.pop(0)()
+        ti.set_state(TaskInstanceState.QUEUED, session=session)
+        session.commit()
+        self.pool.launch(ti)
+
+    def _start_trigger(self, ti: Any, session: Any) -> None:
+        from airflow.models.trigger import Trigger
+        from airflow.sdk._shared.module_loading import import_string
+
+        row = session.get(Trigger, ti.trigger_id)
+        if row is None:
+            return
+        trigger = import_string(row.classpath)(**row.kwargs)
+        self.triggerer.start(row.id, trigger, ti, self.log_path(ti))
+
+    def _fail_timed_out_triggers(self, session: Any) -> None:
+        """The scheduler's ``check_trigger_timeouts``: resume timed-out deferrals to fail them."""
+        from airflow.models.taskinstance import TaskInstance as TI
+        from airflow.sdk import timezone
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import update
+
+        session.execute(
+            update(TI)
+            .where(
+                TI.dag_id == self.dag.dag_id,
+                TI.run_id == self.run_id,
+                TI.state == TaskInstanceState.DEFERRED,
+                TI.trigger_timeout < timezone.utcnow(),
+            )
+            .values(
+                state=TaskInstanceState.SCHEDULED,
+                next_method="__fail__",
+                next_kwargs={"error": "Trigger timeout"},
+                scheduled_dttm=timezone.utcnow(),
+                trigger_id=None,
+            )
+        )
+        # Always end the transaction: an open write (even of no rows) locks SQLite for everyone.
+        session.commit()
+
+    def _fail_lost_task(self, task_id: str, map_index: int, code: int, session: Any) -> None:
+        """A worker died without reporting (killed, out of memory): fail its task instance."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.state import TaskInstanceState
+
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=self.dag.dag_id, run_id=self.run_id, task_id=task_id, map_index=map_index)
+            .one()
+        )
+        if ti.state in (TaskInstanceState.RUNNING, TaskInstanceState.QUEUED):
+            ti.set_state(TaskInstanceState.FAILED, session=session)
+            session.commit()
+
+    def _abort(self, session: Any) -> None:
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.state import DagRunState
+
+        session.rollback()
+        dag_run = session.get(DagRun, self.dag_run_id)
+        if dag_run is not None and dag_run.state == DagRunState.RUNNING:
+            dag_run.set_state(DagRunState.FAILED)
+            session.commit()
+        if self.engine is not None:
+            self.engine.kill()
+
+    def _rows(self, session: Any) -> list[TaskRow]:
+        from airflow.models.dagrun import DagRun
+
+        session.expire_all()
+        dag_run = session.get(DagRun, self.dag_run_id)
+        return self._rows_of(dag_run.get_task_instances(session=session))
+
+    def _rows_of(self, tis: Any) -> list[TaskRow]:
+        rows = []
+        for ti in sorted(tis, key=lambda t: (t.start_date is None, t.start_date or 0, t.task_id)):
+            state = str(ti.state.value if hasattr(ti.state, "value") else ti.state or "none")
+            duration = None
+            if ti.start_date is not None and ti.end_date is not None and state in FINISHED:
+                duration = (ti.end_date - ti.start_date) / timedelta(seconds=1)
+            task = self.dag.task_dict.get(ti.task_id)
+            rows.append(
+                TaskRow(
+                    task_id=ti.task_id,
+                    state=state,
+                    try_number=ti.try_number,
+                    duration_s=duration,
+                    nodes=tuple(getattr(task, "unique_ids", ())),
+                )
+            )
+        return rows

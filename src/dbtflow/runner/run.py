@@ -1,0 +1,226 @@
+"""``dbtflow run``: render a project's DAG and execute one DAG run through the embedded Airflow.
+
+Order matters for speed: the plan is made and the engine forked before Airflow is imported, so
+that dbt's import and the manifest load (in the engine) overlap Airflow's start-up (here).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dbtflow.errors import DbtflowError
+from dbtflow.plan.build import make_plan
+from dbtflow.plan.model import TaskPlan
+from dbtflow.project.config import DbtProject
+from dbtflow.project.invoke import warm_up
+from dbtflow.project.manifest import load_manifest
+from dbtflow.runner.dagfile import DagFileSpec, default_dag_id
+from dbtflow.runner.display import RunDisplay
+from dbtflow.runner.engine import Engine
+from dbtflow.runner.home import embedded_airflow
+from dbtflow.runner.loop import LocalDagRun, RunOutcome, clear_failed, create_run, sync_dag
+from dbtflow.streaming.producer import RunKey
+
+
+@dataclass
+class RunRequest:
+    """Arguments of ``dbtflow run``."""
+
+    project_dir: Path
+    profiles_dir: Path | None = None
+    target: str | None = None
+    profile: str | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    manifest_path: Path | None = None
+    select: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    selector: str | None = None
+    pattern: str = "per_model"
+    tests: str = "with_model"
+    execution: str = "streamed"
+    threads: int | None = None
+    dag_id: str | None = None
+    concurrency: int | None = None
+    #: Start the streamed dbt invocation while Airflow starts (see ``dbtflow.runner.engine``).
+    head_start: bool = True
+    progress: str = "auto"
+    retries: int = 0
+    retry_delay_s: float = 60.0
+
+    def project(self) -> DbtProject:
+        return DbtProject(
+            self.project_dir,
+            profiles_dir=self.profiles_dir,
+            target=self.target,
+            vars=self.vars,
+            profile=self.profile,
+            manifest_path=self.manifest_path,
+        )
+
+    def dag_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"pattern": self.pattern}
+        for name in ("select", "exclude", "selector", "threads"):
+            value = getattr(self, name)
+            if value:
+                args[name] = value
+        if self.tests != "with_model":
+            args["tests"] = self.tests
+        if self.execution != "streamed":
+            args["execution"] = self.execution
+        args["max_active_tasks"] = self.workers()
+        if self.retries:
+            args["default_args"] = {
+                "retries": self.retries,
+                "retry_delay": timedelta(seconds=self.retry_delay_s),
+            }
+        return args
+
+    def workers(self) -> int:
+        return self.concurrency or max(2, os.cpu_count() or 2)
+
+
+@dataclass
+class _Prepared:
+    """What both ``run`` and ``retry`` set up before Airflow is imported."""
+
+    project: DbtProject
+    plan: TaskPlan
+    dag_id: str
+    dag_file: Path
+    engine: Engine | None
+
+
+def _prepare(request: RunRequest) -> _Prepared:
+    """Activate the embedded Airflow, plan the DAG, write its file, and fork the engine."""
+    airflow_home = embedded_airflow()
+    airflow_home.activate()
+    project = request.project()
+    plan = make_plan(
+        project,
+        pattern=request.pattern,
+        select=request.select,
+        exclude=request.exclude,
+        selector=request.selector,
+        tests=request.tests,
+        execution=request.execution,
+    )
+    if not plan.tasks:
+        raise DbtflowError(
+            f"The selection matches no model, seed, snapshot or test of {project.name}.",
+            "widen --select / --exclude (`dbt ls` with the same arguments shows what they match).",
+        )
+    spec = DagFileSpec(
+        dag_id=request.dag_id or default_dag_id(project.name),
+        project_path=project.path,
+        profiles_dir=project.profiles_dir,
+        target=project.target,
+        vars=dict(project.vars),
+        profile=request.profile,
+        manifest_path=project.manifest_path,
+        dag_args=request.dag_args(),
+    )
+    dag_file = spec.write(airflow_home.dags_folder)
+    engine = None
+    if plan.producer is not None and request.head_start:
+        engine = Engine(project=project, threads=request.threads)
+        engine.start()
+    return _Prepared(project=project, plan=plan, dag_id=spec.dag_id, dag_file=dag_file, engine=engine)
+
+
+def _load_and_sync(prepared: _Prepared) -> Any:
+    """Load the DAG file through Airflow's loader and register the DAG in the metadata database."""
+    dag, dagbag = _load_dag(prepared.dag_file, prepared.dag_id)
+    if prepared.engine is not None and prepared.plan.producer is not None:
+        dag.task_dict[prepared.plan.producer].start_in_triggerer()
+    embedded_airflow().ensure_database()
+    sync_dag(dagbag)
+    return dag
+
+
+def _drive(
+    request: RunRequest, prepared: _Prepared, dag: Any, scheduler_dag: Any, dag_run: Any
+) -> RunOutcome:
+    def warm_dbt() -> None:
+        # Tasks that run dbt are forked from this process: import and warm up dbt once, here.
+        warm_up(prepared.project, load_manifest(prepared.project))
+
+    title = f"{dag.dag_id} ({request.pattern}, {request.execution})"
+    live = {"auto": None, "live": True, "plain": False, "none": False}[request.progress]
+    with RunDisplay(title, len(dag.tasks), live=live, quiet=request.progress == "none") as display:
+        outcome = LocalDagRun(
+            dag,
+            scheduler_dag,
+            dag_run,
+            concurrency=request.workers(),
+            display=display,
+            engine=prepared.engine,
+            warm_up=warm_dbt,
+        ).run()
+    display.final_table(outcome.tasks, outcome.state, outcome.run_id)
+    return outcome
+
+
+def run_project(request: RunRequest) -> RunOutcome:
+    """Execute one DAG run of the project and return its outcome."""
+    prepared = _prepare(request)
+    try:
+        dag = _load_and_sync(prepared)
+        dag_run, scheduler_dag = create_run(dag)
+        plan = prepared.plan
+        if prepared.engine is not None and plan.producer is not None:
+            prepared.engine.go(
+                RunKey(dag.dag_id, dag_run.run_id, plan.producer, try_number=1),
+                plan.task(plan.producer).nodes,
+                selection=plan.producer_selection,
+                skip_succeeded=True,
+            )
+        return _drive(request, prepared, dag, scheduler_dag, dag_run)
+    finally:
+        if prepared.engine is not None:
+            prepared.engine.cancel()
+
+
+def retry_project(request: RunRequest, run_id: str | None = None) -> RunOutcome:
+    """Clear the failed tasks of a DAG run (the last one by default) and their downstream, and
+    run them again in the same DAG run. Successful tasks are left alone.
+
+    With the head start, the cleared nodes are rebuilt in one dbt invocation that their tasks
+    reflect (as ``dbt retry`` would); without it, each cleared task builds its node alone.
+    """
+    prepared = _prepare(request)
+    try:
+        dag = _load_and_sync(prepared)
+        dag_run, scheduler_dag, cleared = clear_failed(dag, run_id)
+        plan = prepared.plan
+        if prepared.engine is not None and plan.producer is not None:
+            produced = set(plan.task(plan.producer).nodes)
+            nodes = [
+                uid
+                for spec in plan.tasks
+                if spec.task_id in cleared
+                and spec.task_id != plan.producer
+                and produced.issuperset(spec.nodes)
+                for uid in spec.nodes
+            ]
+            prepared.engine.go(RunKey(dag.dag_id, dag_run.run_id, "dbtflow_retry", try_number=1), nodes)
+        return _drive(request, prepared, dag, scheduler_dag, dag_run)
+    finally:
+        if prepared.engine is not None:
+            prepared.engine.cancel()
+
+
+def _load_dag(dag_file: Path, dag_id: str) -> tuple[Any, Any]:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dagbag = DagBag(dag_folder=str(dag_file), safe_mode=False)
+    if dagbag.import_errors:
+        detail = next(iter(dagbag.import_errors.values())).strip().splitlines()[-1]
+        raise DbtflowError(
+            f"Airflow could not load the generated DAG file {dag_file}: {detail}",
+            "correct the cause above; the DAG file is regenerated on every run.",
+        )
+    return dagbag.dags[dag_id], dagbag

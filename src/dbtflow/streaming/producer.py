@@ -1,0 +1,229 @@
+"""Running dbt so that every node's result reaches the shared state as soon as dbt finishes it.
+
+``build_claimed`` claims the nodes no live invocation is building, runs one ``dbt build`` over
+them with dbt's own thread parallelism, and records each node's result and log lines from dbt's
+events, on a writer thread so dbt's threads never wait for the database. A heartbeat thread keeps
+the invocation visibly alive; if the process dies, the heartbeat stops and waiting tasks notice.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbtflow.project.config import DbtProject
+from dbtflow.project.events import DbtEvent
+from dbtflow.project.graph import DbtGraph
+from dbtflow.project.invoke import DbtRun, run_dbt
+from dbtflow.project.results import NodeResult
+from dbtflow.project.selection import exact_selection, exact_selectors
+from dbtflow.streaming.store import HEARTBEAT_EVERY_S, StateStore
+
+#: Node log lines kept per node (the newest ones when a node logs more).
+MAX_NODE_LOG_LINES = 500
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """The Airflow task try that owns an invocation."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    try_number: int
+
+
+@dataclass
+class BuildOutcome:
+    """A claim on nodes, and what building them gave."""
+
+    key: RunKey
+    invocation_id: str
+    claimed: list[str]
+    #: Nodes another live invocation is building, or that already succeeded (left alone).
+    held_elsewhere: list[str] = field(default_factory=list)
+    run: DbtRun | None = None
+
+
+def node_log_line(event: DbtEvent) -> str:
+    prefix = "" if event.level in ("info", "debug") else f"[{event.level.upper()}] "
+    return f"{prefix}{event.msg}"
+
+
+class _Recorder:
+    """Collects node log lines and writes results to the store on its own thread."""
+
+    def __init__(
+        self, store: StateStore, key: RunKey, invocation_id: str, on_event: Callable[[DbtEvent], None] | None
+    ):
+        self.store = store
+        self.key = key
+        self.invocation_id = invocation_id
+        self.on_event = on_event
+        self.lines: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
+        self.queue: queue.Queue[tuple[NodeResult, list[str]] | None] = queue.Queue()
+        self.recorded: list[NodeResult] = []
+        self.thread = threading.Thread(target=self._write, name="dbtflow-results", daemon=True)
+        self.thread.start()
+
+    def event(self, event: DbtEvent) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+        if event.unique_id and event.levelno >= 20:
+            with self.lock:
+                lines = self.lines.setdefault(event.unique_id, [])
+                lines.append(node_log_line(event))
+                if len(lines) > MAX_NODE_LOG_LINES:
+                    del lines[0]
+
+    def result(self, result: NodeResult) -> None:
+        with self.lock:
+            lines = self.lines.pop(result.unique_id, [])
+        self.queue.put((result, lines))
+
+    def _write(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            result, lines = item
+            self.store.record_result(self.invocation_id, self.key.dag_id, self.key.run_id, result, lines)
+            self.recorded.append(result)
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+
+class _Heartbeat:
+    def __init__(self, store: StateStore, invocation_id: str) -> None:
+        self.store = store
+        self.invocation_id = invocation_id
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="dbtflow-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_EVERY_S):
+            self.store.heartbeat(self.invocation_id)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def claim_nodes(
+    store: StateStore,
+    key: RunKey,
+    nodes: Sequence[str],
+    *,
+    skip_succeeded: bool = False,
+    pid: int | None = None,
+) -> BuildOutcome:
+    """Register an invocation for ``key`` and claim the nodes that nobody else is building.
+
+    ``skip_succeeded`` leaves out nodes that already succeeded in this DAG run (the producer uses
+    it; a task building its own node never does). ``pid`` is the process that will run dbt, when
+    it is not this one.
+    """
+    invocation_id, claimed = store.start_invocation(
+        key.dag_id, key.run_id, key.task_id, key.try_number, nodes, skip_succeeded=skip_succeeded, pid=pid
+    )
+    claimed_set = set(claimed)
+    held = [uid for uid in nodes if uid not in claimed_set]
+    outcome = BuildOutcome(key=key, invocation_id=invocation_id, claimed=claimed, held_elsewhere=held)
+    if not claimed:
+        store.finish_invocation(invocation_id, "success")
+    return outcome
+
+
+def build(
+    project: DbtProject,
+    graph: DbtGraph,
+    manifest: Callable[[], Any],
+    store: StateStore,
+    outcome: BuildOutcome,
+    *,
+    selection: Sequence[str] | None = None,
+    threads: int | None = None,
+    on_event: Callable[[DbtEvent], None] | None = None,
+) -> BuildOutcome:
+    """``dbt build`` the claimed nodes, streaming each result into ``store`` as dbt finishes it.
+
+    ``manifest`` returns dbt's parsed ``Manifest``; it is only called when there is something
+    to build (loading it imports dbt). ``selection`` is the dbt flags that select exactly the
+    requested nodes (the DAG's own selection); it is used when every node was claimed, otherwise
+    the claimed nodes are selected one by one.
+    """
+    if not outcome.claimed:
+        return outcome
+    key, invocation_id = outcome.key, outcome.invocation_id
+    flags = _build_flags(graph, outcome, selection)
+    recorder = _Recorder(store, key, invocation_id, on_event)
+    heartbeat = _Heartbeat(store, invocation_id)
+    state: str = "failed"
+    error: str | None = "dbtflow stopped before dbt finished"
+    try:
+        outcome.run = run_dbt(
+            project,
+            ["build", *flags],
+            manifest=manifest(),
+            on_event=recorder.event,
+            on_result=recorder.result,
+            threads=threads,
+        )
+        state, error = ("success", None) if outcome.run.error is None else ("failed", outcome.run.error)
+    finally:
+        heartbeat.close()
+        recorder.close()
+        _record_missing(store, key, invocation_id, outcome, recorder.recorded)
+        store.finish_invocation(invocation_id, state, error)
+    return outcome
+
+
+def _build_flags(graph: DbtGraph, outcome: BuildOutcome, selection: Sequence[str] | None) -> list[str]:
+    """Select the claimed nodes: the DAG's own selection minus what is held elsewhere, or the
+    claimed nodes one by one, whichever lists fewer nodes (dbt matches each selector against
+    every node, so long lists are slow on big projects)."""
+    if selection is None or len(outcome.held_elsewhere) > len(outcome.claimed):
+        return exact_selection(graph, outcome.claimed)
+    if not outcome.held_elsewhere:
+        return list(selection)
+    held, _ = exact_selectors(graph, outcome.held_elsewhere)
+    return [*selection, "--exclude", *held]
+
+
+def build_claimed(
+    project: DbtProject,
+    graph: DbtGraph,
+    manifest: Callable[[], Any],
+    store: StateStore,
+    key: RunKey,
+    nodes: Sequence[str],
+    *,
+    selection: Sequence[str] | None = None,
+    threads: int | None = None,
+    on_event: Callable[[DbtEvent], None] | None = None,
+    skip_succeeded: bool = False,
+) -> BuildOutcome:
+    """``claim_nodes`` then ``build``, in this process."""
+    outcome = claim_nodes(store, key, nodes, skip_succeeded=skip_succeeded)
+    return build(
+        project, graph, manifest, store, outcome, selection=selection, threads=threads, on_event=on_event
+    )
+
+
+def _record_missing(
+    store: StateStore, key: RunKey, invocation_id: str, outcome: BuildOutcome, recorded: list[NodeResult]
+) -> None:
+    """Record results that dbt reported only at the end (in ``run_results.json``)."""
+    if outcome.run is None:
+        return
+    seen = {r.unique_id for r in recorded}
+    for result in outcome.run.results:
+        if result.unique_id not in seen:
+            store.record_result(invocation_id, key.dag_id, key.run_id, result)

@@ -1,0 +1,126 @@
+"""Shared fixtures: an isolated dbtflow home (with its embedded Airflow), copies of the example
+projects, and helpers to run the CLI and to query DuckDB.
+
+The environment is set at import time, before anything imports Airflow, so every test (and
+every ``dbtflow`` subprocess) uses the throw-away home and never ``~/.dbtflow``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "src" / "dbtflow" / "examples" / "bikeshare"
+LIBRARY = REPO / "examples" / "library"
+LIBRARY_UTILS = REPO / "examples" / "library_utils"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+_HOME = Path(tempfile.mkdtemp(prefix="dbtflow-tests-"))
+os.environ["DBTFLOW_HOME"] = str(_HOME)
+os.environ.pop("DBTFLOW_STATE_URL", None)
+os.environ.pop("DBT_PROFILES_DIR", None)
+
+from dbtflow.runner.home import embedded_airflow  # noqa: E402
+
+AIRFLOW_HOME = embedded_airflow()
+AIRFLOW_HOME.activate()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if os.environ.get("DBTFLOW_KEEP_TEST_HOME"):
+        print(f"\ndbtflow test home kept at {_HOME}")
+    else:
+        shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """The embedded Airflow's metadata database, created once per session."""
+    AIRFLOW_HOME.ensure_database()
+    return AIRFLOW_HOME.database
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    shutil.copytree(
+        source, dest, ignore=shutil.ignore_patterns("target", "logs", "dbt_packages", "*.duckdb*")
+    )
+    return dest
+
+
+@pytest.fixture(scope="session")
+def bikeshare_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-wide copy of the example project (tests must not modify it)."""
+    return copy_project(EXAMPLE, tmp_path_factory.mktemp("shared") / "bikeshare")
+
+
+@pytest.fixture
+def warehouse(bikeshare_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty DuckDB warehouse for the shared example project.
+
+    The file path stays the same across tests (only the file is removed), so the project's
+    parse cache, keyed by the profile's values, is reused.
+    """
+    path = bikeshare_dir.parent / "warehouse.duckdb"
+    for stale in path.parent.glob("warehouse.duckdb*"):
+        stale.unlink()
+    monkeypatch.setenv("BIKESHARE_DUCKDB", str(path))
+    yield path
+
+
+@pytest.fixture
+def own_bikeshare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the example project that a test may modify, with its own warehouse."""
+    project = copy_project(EXAMPLE, tmp_path / "bikeshare")
+    monkeypatch.setenv("BIKESHARE_DUCKDB", str(tmp_path / "own.duckdb"))
+    return project
+
+
+@pytest.fixture(scope="session")
+def library_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The second example (sources, a local package, versions, selectors), as a new user has it."""
+    root = tmp_path_factory.mktemp("library")
+    copy_project(LIBRARY_UTILS, root / "library_utils")
+    return copy_project(LIBRARY, root / "library")
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dbtflow`` in a subprocess with the test environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "dbtflow.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def run_dbt_cli(
+    project: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``dbt`` command line in the project folder."""
+    dbt = Path(sys.executable).parent / "dbt"
+    return subprocess.run(
+        [str(dbt), *args, "--project-dir", str(project), "--profiles-dir", str(project)],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        env={**os.environ, "DO_NOT_TRACK": "1", **(env or {})},
+        timeout=600,
+    )
+
+
+def table_counts(database: Path, tables: list[str]) -> dict[str, int]:
+    import duckdb
+
+    with duckdb.connect(str(database), read_only=True) as con:
+        return {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}  # type: ignore[index]

@@ -1,0 +1,113 @@
+"""The command line: `dbtflow run`, `dbtflow render`, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import EXAMPLE, copy_project, run_cli
+
+
+def test_run_executes_every_task_and_writes_the_summary(
+    bikeshare_dir: Path, warehouse: Path, airflow_db: Path, tmp_path: Path
+) -> None:
+    summary = tmp_path / "summary.json"
+    done = run_cli("run", str(bikeshare_dir), "--progress", "plain", "--summary-json", str(summary))
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome = json.loads(summary.read_text())
+    assert set(outcome) == {"dag_id", "run_id", "state", "tasks"}
+    assert outcome["state"] == "success" and outcome["dag_id"] == "dbtflow_bikeshare"
+    tasks = {t["task_id"]: t for t in outcome["tasks"]}
+    assert set(tasks["fct_trips"]) == {"task_id", "state", "try_number", "duration_s", "nodes"}
+    assert tasks["fct_trips"]["nodes"][0] == "model.bikeshare.fct_trips"
+    assert all(t["state"] == "success" and t["try_number"] == 1 for t in tasks.values())
+    assert "DAG run success" in done.stdout
+    assert warehouse.exists()
+
+
+def test_run_exit_code_is_1_when_a_task_fails(own_bikeshare: Path, airflow_db: Path, tmp_path: Path) -> None:
+    (own_bikeshare / "models" / "marts" / "dim_stations.sql").write_text("select * from nowhere\n")
+    summary = tmp_path / "summary.json"
+    done = run_cli("run", str(own_bikeshare), "--progress", "none", "--summary-json", str(summary))
+    assert done.returncode == 1, done.stdout + done.stderr
+    states = {t["task_id"]: t["state"] for t in json.loads(summary.read_text())["tasks"]}
+    assert states["dim_stations"] == "failed"
+    assert states["station_daily_usage"] == "upstream_failed"
+    assert states["fct_trips"] == "success"
+
+
+def test_render_prints_the_task_graph_and_runs_nothing(bikeshare_dir: Path, warehouse: Path) -> None:
+    done = run_cli("render", str(bikeshare_dir), "--format", "json", "--select", "+station_daily_usage")
+    assert done.returncode == 0, done.stderr
+    graph = json.loads(done.stdout)
+    tasks = {t["task_id"]: t for t in graph["tasks"]}
+    assert set(tasks["station_daily_usage"]) == {"task_id", "nodes", "upstream"}
+    assert sorted(tasks["station_daily_usage"]["upstream"]) == ["dim_stations", "fct_trips"]
+    assert tasks["fct_trips"]["nodes"][0] == "model.bikeshare.fct_trips"
+    assert "bike_utilization" not in tasks
+    assert not warehouse.exists()
+
+
+def _one_clear_line(done) -> str:  # type: ignore[no-untyped-def]
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert lines[0].startswith("dbtflow: error: ") and " Fix: " in lines[0]
+    return lines[0]
+
+
+def test_missing_project_folder(tmp_path: Path) -> None:
+    line = _one_clear_line(run_cli("render", str(tmp_path / "nowhere")))
+    assert "does not exist" in line
+
+
+def test_folder_without_dbt_project(tmp_path: Path) -> None:
+    line = _one_clear_line(run_cli("run", str(tmp_path)))
+    assert "dbt_project.yml is missing" in line
+
+
+def test_invalid_dbt_project_yml(tmp_path: Path) -> None:
+    project = copy_project(EXAMPLE, tmp_path / "p")
+    (project / "dbt_project.yml").write_text("name: [unclosed\n")
+    line = _one_clear_line(run_cli("render", str(project)))
+    assert "not valid YAML" in line
+
+
+def test_broken_manifest(bikeshare_dir: Path, warehouse: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{"metadata": ')
+    line = _one_clear_line(run_cli("render", str(bikeshare_dir), "--manifest", str(manifest)))
+    assert "not valid JSON" in line
+
+
+def test_unknown_selector_method(bikeshare_dir: Path, warehouse: Path) -> None:
+    line = _one_clear_line(run_cli("render", str(bikeshare_dir), "--select", "colour:red"))
+    assert "'colour' is not a valid method name" in line
+
+
+def test_missing_profile(tmp_path: Path) -> None:
+    project = copy_project(EXAMPLE, tmp_path / "p")
+    (project / "profiles.yml").write_text(yaml.safe_dump({"other": {"target": "dev", "outputs": {}}}))
+    line = _one_clear_line(run_cli("render", str(project)))
+    assert "Profile 'bikeshare'" in line and "other" in line
+
+
+def test_missing_target(bikeshare_dir: Path, warehouse: Path) -> None:
+    line = _one_clear_line(run_cli("render", str(bikeshare_dir), "--target", "prod"))
+    assert "Target 'prod'" in line and "dev" in line
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["select {{ ref('no_such_model') }}", "select {{ unclosed"],
+    ids=["missing-ref", "jinja-syntax"],
+)
+def test_dbt_compile_error(tmp_path: Path, sql: str) -> None:
+    project = copy_project(EXAMPLE, tmp_path / "p")
+    (project / "models" / "marts" / "broken.sql").write_text(sql + "\n")
+    line = _one_clear_line(run_cli("render", str(project)))
+    assert "dbt could not parse the project" in line and "broken" in line

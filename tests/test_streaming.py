@@ -1,0 +1,204 @@
+"""Streamed per_model runs: retries and clears rebuild only what failed, a dead dbt process
+does not hang the run, and no node is built twice at once. Asserted from dbt's own results
+(recorded per invocation in the shared state), not only from task states."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from dbtflow import DbtProject
+from dbtflow.project.manifest import load_graph, load_manifest
+from dbtflow.streaming.producer import RunKey, build_claimed, claim_nodes
+from dbtflow.streaming.store import StateStore
+
+from conftest import AIRFLOW_HOME, run_cli
+
+SLOW_SQL = """select count(*) as n
+from range({{ var('slow_n', 10) }}) as a, range({{ var('slow_n', 10) }}) as b
+where (a.range * 7 + b.range) % 13 = 0
+"""
+# Fails on its first attempt only: each attempt leaves a file (outside any transaction). The hook
+# is rendered when it runs, so each invocation writes its own file.
+FAIL_ONCE_SQL = (
+    '{{ config(pre_hook="copy (select 1 as x) to '
+    "'{{ env_var('FLAG_DIR') }}/attempt_{{ invocation_id }}.csv'\") }}\n"
+    "select case when (select count(*) from glob('{{ env_var(\"FLAG_DIR\") }}/attempt_*.csv')) < 2\n"
+    "            then error('fails on its first attempt') else 1 end as ok\n"
+)
+
+
+def _built_by_invocation(dag_id: str, run_id: str) -> dict[str, dict[str, str]]:
+    """For each invocation of the run (by owner task): unique id -> dbt status."""
+    store = StateStore()
+    owners = {inv.id: inv.task_id for inv in store.invocations_of_run(dag_id, run_id)}
+    built: dict[str, dict[str, str]] = defaultdict(dict)
+    for stored in store.results_of_run(dag_id, run_id):
+        built[owners[stored.invocation_id]][stored.result.unique_id] = stored.result.status
+    return built
+
+
+def _summary(path: Path) -> tuple[str, str, dict[str, tuple[str, int]]]:
+    data = json.loads(path.read_text())
+    return data["run_id"], data["state"], {t["task_id"]: (t["state"], t["try_number"]) for t in data["tasks"]}
+
+
+@pytest.mark.parametrize("head_start", [True, False], ids=["one-invocation", "each-task-alone"])
+def test_retry_rebuilds_only_failed_nodes_and_their_downstream(
+    own_bikeshare: Path, airflow_db: Path, tmp_path: Path, head_start: bool
+) -> None:
+    model = own_bikeshare / "models" / "staging" / "stg_trips.sql"
+    good = model.read_text()
+    model.write_text("select no_such_column from {{ ref('raw_trips') }}\n")
+    summary = tmp_path / "run.json"
+    flags = [] if head_start else ["--no-head-start"]
+    first = run_cli("run", str(own_bikeshare), "--progress", "none", "--summary-json", str(summary), *flags)
+    assert first.returncode == 1, first.stdout + first.stderr
+    run_id, _, tasks = _summary(summary)
+    assert tasks["stg_trips"][0] == "failed" and tasks["fct_trips"][0] == "upstream_failed"
+
+    model.write_text(good)
+    second = run_cli(
+        "retry", str(own_bikeshare), "--progress", "none", "--summary-json", str(summary), *flags
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    retried_run, state, tasks = _summary(summary)
+    assert retried_run == run_id and state == "success"
+    assert tasks["stg_trips"] == ("success", 2)
+    assert tasks["stg_stations"] == ("success", 1), "a successful task must not run again"
+
+    built = _built_by_invocation("dbtflow_bikeshare", run_id)
+    rebuilt = {uid for owner, results in built.items() if owner not in ("dbt_build",) for uid in results}
+    rebuilt_models = {u for u in rebuilt if not u.startswith("test.")}
+    assert rebuilt_models == {
+        "model.bikeshare.stg_trips",
+        "model.bikeshare.fct_trips",
+        "model.bikeshare.station_daily_usage",
+        "model.bikeshare.bike_utilization",
+    }
+    if head_start:
+        assert set(built) == {"dbt_build", "dbtflow_retry"}
+    else:
+        # Each cleared task built its own node, on its own.
+        assert "stg_trips" in built and built["stg_trips"]["model.bikeshare.stg_trips"] == "success"
+        fct = set(built["fct_trips"])
+        assert "model.bikeshare.fct_trips" in fct
+        assert {u for u in fct if u.startswith("model.")} == {"model.bikeshare.fct_trips"}
+        assert all("fct_trips" in u or "trip_durations" in u for u in fct)
+
+
+def test_task_retry_builds_the_failed_node_alone(
+    own_bikeshare: Path, airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLAG_DIR", str(tmp_path))
+    (own_bikeshare / "models" / "marts" / "fail_once.sql").write_text(FAIL_ONCE_SQL)
+    summary = tmp_path / "run.json"
+    done = run_cli(
+        "run", str(own_bikeshare), "--progress", "none", "--summary-json", str(summary),
+        "--retries", "1", "--retry-delay", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_id, state, tasks = _summary(summary)
+    assert state == "success"
+    assert tasks["fail_once"] == ("success", 2)
+    assert tasks["fct_trips"] == ("success", 1)
+    built = _built_by_invocation("dbtflow_bikeshare", run_id)
+    assert built["dbt_build"]["model.bikeshare.fail_once"] == "error"
+    assert built["fail_once"] == {"model.bikeshare.fail_once": "success"}
+    assert len(list(tmp_path.glob("attempt_*.csv"))) == 2
+
+
+def test_killed_dbt_process_fails_waiting_tasks_and_retries_complete_the_run(
+    own_bikeshare: Path, airflow_db: Path, tmp_path: Path
+) -> None:
+    (own_bikeshare / "models" / "marts" / "slow_model.sql").write_text(SLOW_SQL)
+    (own_bikeshare / "models" / "marts" / "after_slow.sql").write_text(
+        "select n from {{ ref('slow_model') }}\n"
+    )
+    summary = tmp_path / "run.json"
+    env = {**os.environ}
+    command = [
+        sys.executable, "-m", "dbtflow.cli", "run", str(own_bikeshare), "--progress", "none",
+        "--summary-json", str(summary), "--retries", "1", "--retry-delay", "0",
+        "--vars", json.dumps({"slow_n": 30000}),
+    ]  # fmt: skip
+    started = time.monotonic()
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    store = StateStore()
+    engine_pid = None
+    deadline = time.monotonic() + 120
+    while engine_pid is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with store.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "select i.pid from dbtflow_invocations i join dbtflow_results r on r.invocation_id = i.id"
+                " where i.task_id = 'dbt_build' and i.state = 'running'"
+                " and r.unique_id = 'model.bikeshare.fct_trips'"
+            ).fetchall()
+        engine_pid = rows[0][0] if rows else None
+    assert engine_pid is not None, "the streamed invocation never got going"
+    time.sleep(1.0)  # the slow model is running now
+    os.kill(engine_pid, signal.SIGKILL)
+    output, _ = runner.communicate(timeout=300)
+    elapsed = time.monotonic() - started
+    assert runner.returncode == 0, output
+    assert elapsed < 150, f"the run took {elapsed:.0f}s after the kill"
+    run_id, state, tasks = _summary(summary)
+    assert state == "success"
+    assert tasks["slow_model"] == ("success", 2)
+    assert tasks["after_slow"][0] == "success"
+    log = next(
+        AIRFLOW_HOME.log_folder.glob(
+            f"dag_id=dbtflow_bikeshare/run_id={run_id}/task_id=slow_model/attempt=1.log"
+        )
+    )
+    assert "the process running dbt" in log.read_text() and "Retry or clear this task" in log.read_text()
+    # After the kill, slow_model was built exactly once more, successfully: by its own task's retry
+    # or by the retried build task, whichever claimed it first, never by both.
+    store = StateStore()
+    invocations = store.invocations_of_run("dbtflow_bikeshare", run_id)
+    killed = {inv.id for inv in invocations if inv.pid == engine_pid}
+    rebuilt = [
+        stored.result.status
+        for stored in store.results_of_run("dbtflow_bikeshare", run_id)
+        if stored.result.unique_id == "model.bikeshare.slow_model" and stored.invocation_id not in killed
+    ]
+    assert rebuilt == ["success"]
+
+
+def test_a_node_is_never_built_by_two_invocations_at_once(bikeshare_dir: Path, warehouse: Path) -> None:
+    project = DbtProject(bikeshare_dir)
+    graph = load_graph(project)
+    store = StateStore()
+    node = "seed.bikeshare.raw_stations"
+    holder = claim_nodes(store, RunKey("claims", "run-1", "dbt_build", 1), [node])
+    assert holder.claimed == [node]
+    other = build_claimed(
+        project,
+        graph,
+        lambda: load_manifest(project),
+        store,
+        RunKey("claims", "run-1", "raw_stations", 1),
+        [node],
+    )
+    assert other.claimed == [] and other.held_elsewhere == [node] and other.run is None
+    store.finish_invocation(holder.invocation_id, "success")
+    again = build_claimed(
+        project,
+        graph,
+        lambda: load_manifest(project),
+        store,
+        RunKey("claims", "run-1", "raw_stations", 2),
+        [node],
+    )
+    assert again.claimed == [node] and again.run is not None
+    result = next(r for r in again.run.results if r.unique_id == node)
+    assert result.status == "success" and result.rows_affected == 5
