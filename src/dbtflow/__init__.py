@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from dbtflow.errors import DbtflowError
 from dbtflow.project.config import DbtProject
+from dbtflow.project.graph import Node
 from dbtflow.project.profile import ProfilesDir
 
 if TYPE_CHECKING:
     from dbtflow.airflow.dag import dbt_dag, dbt_task_group
 
-__all__ = ["DbtProject", "DbtflowError", "ProfilesDir", "dbt_dag", "dbt_task_group"]
+__all__ = ["DbtProject", "DbtflowError", "Node", "ProfilesDir", "dbt_dag", "dbt_task_group"]
 __version__ = "0.1.0"
 
 

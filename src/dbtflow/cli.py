@@ -29,7 +29,15 @@ def _add_project_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--select", "-s", nargs="+", default=[], help="dbt selection")
     parser.add_argument("--exclude", nargs="+", default=[], help="dbt exclusion")
     parser.add_argument("--selector", help="a selector from selectors.yml")
-    parser.add_argument("--pattern", default="per_model", choices=["per_model"], help="task granularity")
+    parser.add_argument(
+        "--pattern",
+        default="per_model",
+        choices=["per_model", "single", "grouped"],
+        help="task granularity: one task per model, one task, or one task per group",
+    )
+    parser.add_argument(
+        "--group-by", default="folder", choices=["folder", "tag"], help="groups of the grouped pattern"
+    )
     parser.add_argument(
         "--tests",
         default="with_model",
@@ -59,7 +67,7 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=int, help="tasks running at once (default: CPU count, at least 2)"
     )
-    parser.add_argument("--dag-id", help="DAG id (default: dbtflow_<project name>)")
+    parser.add_argument("--dag-id", help="DAG id (default: dbtflow_<project>[_<pattern>])")
     parser.add_argument("--summary-json", type=Path, help="write the run's outcome as JSON to this file")
     parser.add_argument(
         "--progress", default="auto", choices=["auto", "live", "plain", "none"], help="progress display"
@@ -111,6 +119,7 @@ def _request(args: argparse.Namespace) -> Any:
         exclude=args.exclude,
         selector=args.selector,
         pattern=args.pattern,
+        group_by=args.group_by,
         tests=args.tests,
         execution=args.execution,
         threads=args.threads,
@@ -162,6 +171,7 @@ def _render(args: argparse.Namespace) -> int:
         selector=args.selector,
         tests=args.tests,
         execution=args.execution,
+        group_by=args.group_by,
     )
     if args.format == "json":
         print(json.dumps({"tasks": [t.to_dict() for t in plan.tasks]}, indent=2))

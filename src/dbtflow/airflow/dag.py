@@ -12,9 +12,11 @@ from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, TaskGroup
 
+from dbtflow.airflow.build_operator import DbtBuildOperator
 from dbtflow.airflow.operators import DbtNodeOperator, DbtProducerOperator
 from dbtflow.plan.build import as_tokens, make_plan
-from dbtflow.plan.model import TaskPlan
+from dbtflow.plan.grouped import GroupBy
+from dbtflow.plan.model import TaskKind, TaskPlan
 from dbtflow.project.config import DbtProject
 
 DEFAULT_START = datetime(2024, 1, 1)
@@ -37,6 +39,7 @@ def add_plan_tasks(
     threads: int | None,
     state_url: str | None,
     operator_kwargs: dict[str, Any],
+    build_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, BaseOperator]:
     """Create an operator per task of the plan, in the current DAG or task group, and link them."""
     operators: dict[str, BaseOperator] = {}
@@ -48,6 +51,15 @@ def add_plan_tasks(
                 task_id=spec.task_id,
                 unique_ids=spec.nodes,
                 selection=plan.producer_selection,
+                **common,
+            )
+            continue
+        if spec.kind is TaskKind.BUILD:
+            operators[spec.task_id] = DbtBuildOperator(
+                task_id=spec.task_id,
+                unique_ids=spec.nodes,
+                selection=spec.selection,
+                **(build_kwargs or {}),
                 **common,
             )
             continue
@@ -78,19 +90,30 @@ def dbt_task_group(
     selector: str | None = None,
     tests: str = "with_model",
     execution: str = "streamed",
+    group_by: str | GroupBy = "folder",
+    command: Sequence[str] = ("build",),
     threads: int | None = None,
     state_url: str | None = None,
+    artifacts_url: str | None = None,
+    artifacts_conn_id: str | None = None,
     operator_kwargs: dict[str, Any] | None = None,
 ) -> TaskGroup | None:
     """Add the project's tasks to the DAG being defined, inside a task group (or not, with ``group_id=None``).
 
-    ``pattern``: ``per_model`` (one task per model, seed and snapshot).
+    ``pattern``: ``per_model`` (one task per model, seed and snapshot), ``single`` (one task, one
+    dbt invocation; a retry runs ``dbt retry``) or ``grouped`` (one task per group of nodes).
     ``select`` / ``exclude`` / ``selector``: dbt's selection syntax; the nodes are exactly those of
     ``dbt ls`` with the same arguments.
     ``tests``: ``with_model`` (default), ``after_model``, ``at_end`` or ``none``.
     ``execution``: ``streamed`` (one dbt invocation feeds every node task; the default) or
     ``per_task`` (each task runs dbt for its own node, for deployments where every task must run
     on its own worker).
+    ``group_by`` (grouped): ``folder`` (the top folder under ``models/``), ``tag`` (a node's first
+    tag) or a function from a ``dbtflow.Node`` to a group name.
+    ``command`` (single and grouped): the dbt command each task runs, ``("build",)`` by default.
+    ``artifacts_url`` / ``artifacts_conn_id`` (single and grouped): Airflow object storage where a
+    try keeps its ``run_results.json`` for the next try's ``dbt retry`` (default: the dbtflow home,
+    or ``$DBTFLOW_ARTIFACTS_URL``); use shared storage when retries may run on another machine.
     """
     plan = make_plan(
         project,
@@ -100,11 +123,17 @@ def dbt_task_group(
         selector=selector,
         tests=tests,
         execution=execution,
+        group_by=group_by,
     )
     kwargs = {
         "threads": threads,
         "state_url": state_url,
         "operator_kwargs": dict(operator_kwargs or {}),
+        "build_kwargs": {
+            "command": tuple(command),
+            "artifacts_url": artifacts_url,
+            "artifacts_conn_id": artifacts_conn_id,
+        },
     }
     if group_id is None:
         add_plan_tasks(plan, project, **kwargs)  # type: ignore[arg-type]
@@ -126,8 +155,12 @@ def dbt_dag(
     selector: str | None = None,
     tests: str = "with_model",
     execution: str = "streamed",
+    group_by: str | GroupBy = "folder",
+    command: Sequence[str] = ("build",),
     threads: int | None = None,
     state_url: str | None = None,
+    artifacts_url: str | None = None,
+    artifacts_conn_id: str | None = None,
     default_args: dict[str, Any] | None = None,
     operator_kwargs: dict[str, Any] | None = None,
     **dag_kwargs: Any,
@@ -151,8 +184,12 @@ def dbt_dag(
             selector=selector,
             tests=tests,
             execution=execution,
+            group_by=group_by,
+            command=command,
             threads=threads,
             state_url=state_url,
+            artifacts_url=artifacts_url,
+            artifacts_conn_id=artifacts_conn_id,
             operator_kwargs=operator_kwargs,
         )
     return dag

@@ -35,7 +35,7 @@ def _run_key(context: Any) -> RunKey:
     return RunKey(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=int(ti.try_number))
 
 
-class _DbtOperator(BaseOperator):
+class DbtOperatorBase(BaseOperator):
     """What every dbtflow operator holds: the project, its nodes, threads and the state store."""
 
     template_fields: Sequence[str] = ("unique_ids",)
@@ -72,7 +72,7 @@ class _DbtOperator(BaseOperator):
         return summarize(results)
 
 
-class DbtNodeOperator(_DbtOperator):
+class DbtNodeOperator(DbtOperatorBase):
     """Build one dbt node (and its tests), or run a set of tests.
 
     ``streamed``: the node is built by the DAG run's producer (``producer_task_id``) and this task
@@ -192,7 +192,7 @@ class DbtNodeOperator(_DbtOperator):
         return self._report(results)
 
 
-class DbtProducerOperator(_DbtOperator):
+class DbtProducerOperator(DbtOperatorBase):
     """Run one ``dbt build`` for a streamed per_model DAG run; node tasks reflect its results.
 
     The task succeeds when dbt ran to the end, even if nodes failed: their own tasks fail. A retry

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from dbtflow.errors import DbtflowError
+from dbtflow.plan.grouped import GroupBy, plan_grouped
 from dbtflow.plan.model import TaskPlan, TestMode
 from dbtflow.plan.per_model import plan_per_model
+from dbtflow.plan.single import plan_single
 from dbtflow.project.cache import CacheEntry, cache_entry
 from dbtflow.project.config import DbtProject
 from dbtflow.project.graph import RUNNABLE_TYPES, DbtGraph
@@ -15,7 +17,7 @@ from dbtflow.project.invoke import selection_args
 from dbtflow.project.manifest import load_graph
 from dbtflow.project.selection import select_nodes
 
-PATTERNS = ("per_model",)
+PATTERNS = ("per_model", "single", "grouped")
 EXECUTIONS = ("streamed", "per_task")
 
 
@@ -51,8 +53,12 @@ def make_plan(
     selector: str | None = None,
     tests: str = TestMode.WITH_MODEL.value,
     execution: str = "streamed",
+    group_by: str | GroupBy = "folder",
 ) -> TaskPlan:
-    """Load the project's graph (cached), select nodes with dbt's selector and plan the tasks."""
+    """Load the project's graph (cached), select nodes with dbt's selector and plan the tasks.
+
+    ``tests`` and ``execution`` apply to per_model, ``group_by`` to grouped.
+    """
     if pattern not in PATTERNS:
         raise DbtflowError(f"Unknown pattern '{pattern}'.", f"use one of: {', '.join(PATTERNS)}.")
     if execution not in EXECUTIONS:
@@ -67,6 +73,10 @@ def make_plan(
     graph = load_graph(project, entry)
     select_tokens, exclude_tokens = as_tokens(select), as_tokens(exclude)
     chosen = selected_ids(project, graph, select_tokens, exclude_tokens, selector, entry)
+    if pattern == "single":
+        return plan_single(chosen, selection_args(select_tokens, exclude_tokens, selector))
+    if pattern == "grouped":
+        return plan_grouped(graph, chosen, group_by)
     plan = plan_per_model(graph, chosen, tests=test_mode, streamed=execution == "streamed")
     if plan.producer is None:
         return plan

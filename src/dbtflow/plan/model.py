@@ -6,6 +6,7 @@ turns each ``TaskSpec`` into an operator, and tests check it against dbt's own g
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -47,8 +48,11 @@ class TaskSpec:
     upstream: tuple[str, ...] = ()
     #: Resource type of the main node for NODE tasks (model, seed, snapshot).
     resource_type: str | None = None
-    #: The group a task belongs to in the grouped pattern.
+    #: The group a task builds in the grouped pattern.
     group: str | None = None
+    #: For BUILD tasks of the single pattern: the dbt selection flags that the task runs (the
+    #: DAG's own selection). ``None`` selects exactly ``nodes``.
+    selection: tuple[str, ...] | None = None
 
     @property
     def main_node(self) -> str | None:
@@ -89,3 +93,23 @@ class TaskPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"pattern": self.pattern, "tasks": [t.to_dict() for t in self.tasks]}
+
+
+def topological(tasks: Iterable[TaskSpec]) -> tuple[TaskSpec, ...]:
+    """Tasks ordered so that every task comes after its upstream tasks (stable by task id)."""
+    by_id = {t.task_id: t for t in tasks}
+    done: set[str] = set()
+    ordered: list[TaskSpec] = []
+    for task_id in sorted(by_id):
+        stack = [(task_id, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if current in done:
+                continue
+            if expanded:
+                done.add(current)
+                ordered.append(by_id[current])
+                continue
+            stack.append((current, True))
+            stack.extend((u, False) for u in sorted(by_id[current].upstream, reverse=True) if u not in done)
+    return tuple(ordered)

@@ -42,3 +42,13 @@ def node_task_ids(graph: DbtGraph, nodes: Iterable[Node]) -> dict[str, str]:
         else:
             ids[node.unique_id] = safe_id(base)
     return ids
+
+
+def unique_task_id(task_id: str, taken: set[str]) -> str:
+    """``task_id``, or ``task_id_2``, ``_3``... when taken; marks the result taken."""
+    candidate, n = task_id, 2
+    while candidate in taken:
+        candidate = f"{task_id}_{n}"
+        n += 1
+    taken.add(candidate)
+    return candidate

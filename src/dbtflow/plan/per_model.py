@@ -8,43 +8,12 @@ test at the end (``at_end``), or not at all (``none``). A test with several pare
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from dbtflow.plan.model import TaskKind, TaskPlan, TaskSpec, TestMode
-from dbtflow.plan.naming import node_task_ids, safe_id
+from dbtflow.plan.model import TaskKind, TaskPlan, TaskSpec, TestMode, topological
+from dbtflow.plan.naming import node_task_ids, safe_id, unique_task_id
 from dbtflow.project.graph import DbtGraph
 
 PRODUCER_TASK_ID = "dbt_build"
 AT_END_TASK_ID = "dbt_test"
-
-
-def _unique(task_id: str, taken: set[str]) -> str:
-    candidate, n = task_id, 2
-    while candidate in taken:
-        candidate = f"{task_id}_{n}"
-        n += 1
-    taken.add(candidate)
-    return candidate
-
-
-def topological(tasks: Iterable[TaskSpec]) -> tuple[TaskSpec, ...]:
-    """Tasks ordered so that every task comes after its upstream tasks (stable by task id)."""
-    by_id = {t.task_id: t for t in tasks}
-    done: set[str] = set()
-    ordered: list[TaskSpec] = []
-    for task_id in sorted(by_id):
-        stack = [(task_id, False)]
-        while stack:
-            current, expanded = stack.pop()
-            if current in done:
-                continue
-            if expanded:
-                done.add(current)
-                ordered.append(by_id[current])
-                continue
-            stack.append((current, True))
-            stack.extend((u, False) for u in sorted(by_id[current].upstream, reverse=True) if u not in done)
-    return tuple(ordered)
 
 
 def plan_per_model(
@@ -79,7 +48,7 @@ def plan_per_model(
     test_task_of: dict[str, str] = {}
     if tests is TestMode.AFTER_MODEL:
         for uid in single_parent_tests:
-            test_task_of[uid] = _unique(f"{task_of[uid]}__tests", taken)
+            test_task_of[uid] = unique_task_id(f"{task_of[uid]}__tests", taken)
             gate[uid] = test_task_of[uid]
 
     for node in buildable:
@@ -113,7 +82,7 @@ def plan_per_model(
             leaves = sorted(gate.values())
             specs.append(
                 TaskSpec(
-                    task_id=_unique(AT_END_TASK_ID, taken),
+                    task_id=unique_task_id(AT_END_TASK_ID, taken),
                     kind=TaskKind.TEST,
                     nodes=tuple(every_test),
                     upstream=tuple(leaves),
@@ -125,7 +94,7 @@ def plan_per_model(
             upstream = tuple(sorted({gate[p] for p in graph.build_parents(test_id) if p in gate}))
             specs.append(
                 TaskSpec(
-                    task_id=_unique(safe_id(f"test__{test.name}"), taken),
+                    task_id=unique_task_id(safe_id(f"test__{test.name}"), taken),
                     kind=TaskKind.TEST,
                     nodes=(test_id,),
                     upstream=upstream,

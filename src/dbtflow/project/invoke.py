@@ -27,7 +27,7 @@ from dbtflow.errors import DbtflowError
 from dbtflow.project.config import DbtProject, dbtflow_home
 from dbtflow.project.events import DbtEvent, event_record, node_result
 from dbtflow.project.profile import environment
-from dbtflow.project.results import NodeResult, result_from_run_results_entry, results_from_run_results
+from dbtflow.project.results import NodeResult, results_from_run_results
 
 _INVOCATION_LOCK = threading.Lock()
 _QUIET_ENV = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"}
@@ -94,7 +94,7 @@ def run_dbt(
                 on_result(result)
 
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dbtflow-", dir=_tmp_root())))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dbtflow-", dir=tmp_root())))
         target = target_dir or workdir / "target"
         prepared = project.profile_source.prepare(workdir / "profile", for_parse=for_parse)
         args = [
@@ -132,8 +132,8 @@ def run_dbt(
         finally:
             _release_embedded_databases()
         elapsed = time.perf_counter() - started
-        run_results = _read_json(target / "run_results.json")
-        results = results_from_run_results(run_results) if run_results else _results_of(outcome.result)
+        run_results = _read_json(target / "run_results.json") or _run_results_of(outcome.result)
+        results = results_from_run_results(run_results) if run_results else []
         error = None
         if outcome.exception is not None:
             error = _one_line(outcome.exception)
@@ -193,7 +193,8 @@ def _release_embedded_databases() -> None:
         env.close()
 
 
-def _tmp_root() -> str:
+def tmp_root() -> str:
+    """Where invocations keep their temporary folders (under the dbtflow home)."""
     root = dbtflow_home() / "tmp"
     root.mkdir(parents=True, exist_ok=True)
     return str(root)
@@ -208,31 +209,21 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return loaded if isinstance(loaded, dict) else None
 
 
-def _results_of(result: Any) -> list[NodeResult]:
-    """Results from dbt's ``RunExecutionResult`` (the same facts as ``run_results.json``)."""
-    out: list[NodeResult] = []
-    for item in getattr(result, "results", None) or ():
-        node = getattr(item, "node", None)
-        if node is None:
-            continue
-        entry = {
-            "unique_id": node.unique_id,
-            "status": str(getattr(item.status, "value", item.status)),
-            "message": item.message,
-            "execution_time": item.execution_time,
-            "failures": item.failures,
-            "adapter_response": item.adapter_response,
-            "timing": [
-                {
-                    "name": t.name,
-                    "started_at": t.started_at and t.started_at.isoformat() + "Z",
-                    "completed_at": t.completed_at and t.completed_at.isoformat() + "Z",
-                }
-                for t in item.timing
-            ],
-        }
-        out.append(result_from_run_results_entry(entry))
-    return out
+def _run_results_of(result: Any) -> dict[str, Any] | None:
+    """dbt's ``run_results.json`` document built from the invocation's result object (what dbt
+    writes when JSON artifacts are on), or ``None`` for commands that do not run nodes."""
+    from dbt.artifacts.schemas.run import RunExecutionResult, RunResultsArtifact
+
+    if not isinstance(result, RunExecutionResult):
+        return None
+    artifact = RunResultsArtifact.from_execution_results(
+        results=result.results,
+        elapsed_time=result.elapsed_time,
+        generated_at=result.generated_at,
+        args=result.args,
+    )
+    document: dict[str, Any] = artifact.to_dict(omit_none=False)
+    return document
 
 
 def _one_line(exc: BaseException) -> str:

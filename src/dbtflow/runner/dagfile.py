@@ -68,5 +68,8 @@ class DagFileSpec:
         return path
 
 
-def default_dag_id(project_name: str) -> str:
-    return "dbtflow_" + re.sub(r"[^A-Za-z0-9_]", "_", project_name)
+def default_dag_id(project_name: str, pattern: str = "per_model") -> str:
+    """``dbtflow_<project>``, with ``_<pattern>`` for patterns other than per_model (each pattern
+    has its own task layout, so each gets its own DAG and run history)."""
+    suffix = "" if pattern == "per_model" else f"_{pattern}"
+    return "dbtflow_" + re.sub(r"[^A-Za-z0-9_]", "_", project_name) + suffix

@@ -40,6 +40,7 @@ class RunRequest:
     exclude: list[str] = field(default_factory=list)
     selector: str | None = None
     pattern: str = "per_model"
+    group_by: str = "folder"
     tests: str = "with_model"
     execution: str = "streamed"
     threads: int | None = None
@@ -63,6 +64,8 @@ class RunRequest:
 
     def dag_args(self) -> dict[str, Any]:
         args: dict[str, Any] = {"pattern": self.pattern}
+        if self.pattern == "grouped":
+            args["group_by"] = self.group_by
         for name in ("select", "exclude", "selector", "threads"):
             value = getattr(self, name)
             if value:
@@ -107,6 +110,7 @@ def _prepare(request: RunRequest) -> _Prepared:
         selector=request.selector,
         tests=request.tests,
         execution=request.execution,
+        group_by=request.group_by,
     )
     if not plan.tasks:
         raise DbtflowError(
@@ -114,7 +118,7 @@ def _prepare(request: RunRequest) -> _Prepared:
             "widen --select / --exclude (`dbt ls` with the same arguments shows what they match).",
         )
     spec = DagFileSpec(
-        dag_id=request.dag_id or default_dag_id(project.name),
+        dag_id=request.dag_id or default_dag_id(project.name, request.pattern),
         project_path=project.path,
         profiles_dir=project.profiles_dir,
         target=project.target,
@@ -148,7 +152,8 @@ def _drive(
         # Tasks that run dbt are forked from this process: import and warm up dbt once, here.
         warm_up(prepared.project, load_manifest(prepared.project))
 
-    title = f"{dag.dag_id} ({request.pattern}, {request.execution})"
+    mode = f"{request.pattern}, {request.execution}" if request.pattern == "per_model" else request.pattern
+    title = f"{dag.dag_id} ({mode})"
     live = {"auto": None, "live": True, "plain": False, "none": False}[request.progress]
     with RunDisplay(title, len(dag.tasks), live=live, quiet=request.progress == "none") as display:
         outcome = LocalDagRun(

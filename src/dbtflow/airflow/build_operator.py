@@ -1,0 +1,97 @@
+"""``DbtBuildOperator``: many nodes in one dbt invocation (the single and grouped patterns).
+
+The first try runs ``dbt build`` (or the chosen command) for its nodes. Its ``run_results.json``
+is kept in object storage (``dbtflow.airflow.artifacts``); a later try of the same task instance
+(an Airflow retry, or a clear) runs ``dbt retry`` against it, so only what failed or was skipped
+runs again. The log ends with a table of every node's newest result, and the XCom return value
+is a compact per-node summary, pushed for failed tries too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException
+
+from dbtflow.airflow.artifacts import TryArtifacts, artifacts_root
+from dbtflow.airflow.operators import DbtOperatorBase
+from dbtflow.airflow.task_log import DbtEventLogger
+from dbtflow.project.batch import run_batch
+from dbtflow.project.manifest import load_graph
+from dbtflow.project.report import failure_summary, results_table
+from dbtflow.project.results import summarize
+from dbtflow.project.selection import exact_selection
+
+
+class DbtBuildOperator(DbtOperatorBase):
+    """Run ``command`` over the task's nodes in one dbt invocation; retry only what failed.
+
+    ``selection``: the dbt selection flags to run (the single pattern passes the DAG's own
+    selection); ``None`` selects exactly ``unique_ids`` (a group). ``command``: ``("build",)`` by
+    default, or another node-running dbt command (``("run",)``, ``("test",)``...).
+    """
+
+    template_fields: Sequence[str] = ("unique_ids", "command")
+
+    def __init__(
+        self,
+        *,
+        selection: Sequence[str] | None = None,
+        command: Sequence[str] = ("build",),
+        artifacts_url: str | None = None,
+        artifacts_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.selection = None if selection is None else list(selection)
+        self.command = list(command)
+        self.artifacts_url = artifacts_url
+        self.artifacts_conn_id = artifacts_conn_id
+
+    def execute(self, context: Any) -> Any:
+        ti = context["ti"]
+        try_number = int(ti.try_number)
+        kept = TryArtifacts(
+            artifacts_root(self.artifacts_url, self.artifacts_conn_id),
+            ti.dag_id,
+            ti.run_id,
+            ti.task_id,
+            _map_index(ti),
+        )
+        previous = kept.latest_before(try_number) if try_number > 1 else None
+        if previous is not None:
+            self.log.info("Try %d: previous results from try %d at %s.", try_number, previous[0], kept.folder)
+        selection = self.selection
+        if selection is None:
+            selection = exact_selection(load_graph(self.project), self.unique_ids)
+        outcome = run_batch(
+            self.project,
+            [*self.command, *selection],
+            previous=previous[1] if previous else None,
+            threads=self.threads,
+            on_event=DbtEventLogger(self.log),
+        )
+        if outcome.mode == "retry":
+            self.log.info("dbt retry ran %d node(s) that failed or were skipped.", len(outcome.retried))
+        if outcome.document is not None:
+            kept.save(try_number, outcome.document)
+        if outcome.run.error is not None:
+            raise AirflowException(f"dbt failed: {outcome.run.error}")
+        results = outcome.results
+        self.log.info("dbt results:\n%s", results_table(results))
+        summary = summarize(results)
+        failed = [r for r in results if r.failed]
+        missing = set(self.unique_ids) - {r.unique_id for r in results}
+        if missing and self.selection is None:
+            not_run = ", ".join(sorted(missing))
+            raise AirflowException(f"dbt returned no result for {not_run}: it did not run them.")
+        if failed:
+            ti.xcom_push(key="return_value", value=summary)
+            raise AirflowException(f"dbt reported {len(failed)} failure(s):\n{failure_summary(failed)}")
+        return summary
+
+
+def _map_index(ti: Any) -> int:
+    index = getattr(ti, "map_index", None)
+    return -1 if index is None else int(index)
