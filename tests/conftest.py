@@ -124,3 +124,13 @@ def table_counts(database: Path, tables: list[str]) -> dict[str, int]:
 
     with duckdb.connect(str(database), read_only=True) as con:
         return {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in tables}  # type: ignore[index]
+
+
+# Fails on its first attempt only: each attempt leaves a file (outside any transaction). The hook
+# is rendered when it runs, so each invocation writes its own file.
+FAIL_ONCE_SQL = (
+    '{{ config(pre_hook="copy (select 1 as x) to '
+    "'{{ env_var('FLAG_DIR') }}/attempt_{{ invocation_id }}.csv'\") }}\n"
+    "select case when (select count(*) from glob('{{ env_var(\"FLAG_DIR\") }}/attempt_*.csv')) < 2\n"
+    "            then error('fails on its first attempt') else 1 end as ok\n"
+)

@@ -20,20 +20,12 @@ from dbtflow.project.manifest import load_graph, load_manifest
 from dbtflow.streaming.producer import RunKey, build_claimed, claim_nodes
 from dbtflow.streaming.store import StateStore
 
-from conftest import AIRFLOW_HOME, run_cli
+from conftest import AIRFLOW_HOME, FAIL_ONCE_SQL, run_cli
 
 SLOW_SQL = """select count(*) as n
 from range({{ var('slow_n', 10) }}) as a, range({{ var('slow_n', 10) }}) as b
 where (a.range * 7 + b.range) % 13 = 0
 """
-# Fails on its first attempt only: each attempt leaves a file (outside any transaction). The hook
-# is rendered when it runs, so each invocation writes its own file.
-FAIL_ONCE_SQL = (
-    '{{ config(pre_hook="copy (select 1 as x) to '
-    "'{{ env_var('FLAG_DIR') }}/attempt_{{ invocation_id }}.csv'\") }}\n"
-    "select case when (select count(*) from glob('{{ env_var(\"FLAG_DIR\") }}/attempt_*.csv')) < 2\n"
-    "            then error('fails on its first attempt') else 1 end as ok\n"
-)
 
 
 def _built_by_invocation(dag_id: str, run_id: str) -> dict[str, dict[str, str]]:

@@ -4,7 +4,8 @@ The first try runs ``dbt build`` (or the chosen command) for its nodes. Its ``ru
 is kept in object storage (``dbtflow.airflow.artifacts``); a later try of the same task instance
 (an Airflow retry, or a clear) runs ``dbt retry`` against it, so only what failed or was skipped
 runs again. The log ends with a table of every node's newest result, and the XCom return value
-is a compact per-node summary, pushed for failed tries too.
+is a compact per-node summary (with ``ran``: what this try's invocation ran), pushed for failed
+tries too.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class DbtBuildOperator(DbtOperatorBase):
             raise AirflowException(f"dbt failed: {outcome.run.error}")
         results = outcome.results
         self.log.info("dbt results:\n%s", results_table(results))
-        summary = summarize(results)
+        # What this try's dbt invocation ran (everything, or what `dbt retry` picked).
+        summary = {**summarize(results), "ran": sorted(r.unique_id for r in outcome.run.results)}
         failed = [r for r in results if r.failed]
         missing = set(self.unique_ids) - {r.unique_id for r in results}
         if missing and self.selection is None:

@@ -74,7 +74,7 @@ def make_plan(
     select_tokens, exclude_tokens = as_tokens(select), as_tokens(exclude)
     chosen = selected_ids(project, graph, select_tokens, exclude_tokens, selector, entry)
     if pattern == "single":
-        return plan_single(chosen, selection_args(select_tokens, exclude_tokens, selector))
+        return plan_single(graph, chosen, selection_args(select_tokens, exclude_tokens, selector))
     if pattern == "grouped":
         return plan_grouped(graph, chosen, group_by)
     plan = plan_per_model(graph, chosen, tests=test_mode, streamed=execution == "streamed")

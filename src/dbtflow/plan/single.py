@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dbtflow.plan.model import TaskKind, TaskPlan, TaskSpec
+from dbtflow.project.graph import DbtGraph
 
 SINGLE_TASK_ID = "dbt_build"
 
 
-def plan_single(selected: frozenset[str], selection: Sequence[str]) -> TaskPlan:
-    """One task that runs the DAG's own selection (``selection`` holds its dbt flags)."""
-    task = TaskSpec(
-        task_id=SINGLE_TASK_ID, kind=TaskKind.BUILD, nodes=tuple(sorted(selected)), selection=tuple(selection)
-    )
+def plan_single(graph: DbtGraph, selected: frozenset[str], selection: Sequence[str]) -> TaskPlan:
+    """One task that runs the DAG's own selection (``selection`` holds its dbt flags); its nodes
+    are those dbt reports a result for (not ephemeral models)."""
+    nodes = tuple(sorted(uid for uid in selected if not graph.nodes[uid].is_ephemeral))
+    task = TaskSpec(task_id=SINGLE_TASK_ID, kind=TaskKind.BUILD, nodes=nodes, selection=tuple(selection))
     return TaskPlan(pattern="single", tasks=(task,), selected=selected)

@@ -45,6 +45,8 @@ def warm_up_execution_api() -> None:
     with warnings.catch_warnings():
         # fastapi's test client module (imported by the app) warns about its own httpx use.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # Starlette's own deprecation category is a UserWarning.
+        warnings.filterwarnings("ignore", message=".*starlette.testclient.*")
         api = in_process_api_server()
         api.app  # noqa: B018  (builds the app)
 
