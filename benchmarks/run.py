@@ -5,7 +5,7 @@ with N = 100, 1000 and 5000 models. Every end-to-end run builds into a new DuckD
 
 Measured (wall time from outside the process; medians of ``--repeats`` runs):
 - plain ``dbt build`` (threads 2);
-- ``dbtflow run`` per_model streamed, per_model with one dbt invocation per task;
+- ``dbtflow run`` per_model streamed, single, and per_model with one dbt invocation per task;
 - Cosmos 1.15 LOCAL (dbtRunner) with ``airflow dags test``, and Cosmos WATCHER and dbtflow
   streamed under a real scheduler (LocalExecutor, the four Airflow components), trigger to end;
 - DAG-file load (DagBag in a fresh process) and its peak memory, dbtflow vs Cosmos's manifest
@@ -221,7 +221,7 @@ dag = DbtDag(
     profile_config=ProfileConfig(
         profile_name={profile!r}, target_name={target!r}, profiles_yml_filepath={profiles!r}
     ),
-    render_config=RenderConfig(load_method=LoadMode.{load}),
+    render_config=RenderConfig(load_method=LoadMode.{load}, should_detach_multiple_parents_tests=True),
     execution_config=ExecutionConfig(
         execution_mode=ExecutionMode.{mode}, invocation_mode=InvocationMode.DBT_RUNNER
     ),
@@ -495,6 +495,11 @@ def main() -> None:
             "streamed": repeat(
                 f"{project.name} dbtflow streamed", args.repeats, lambda p=project: dbtflow_run(p)
             ),
+            "single": repeat(
+                f"{project.name} dbtflow single",
+                args.repeats,
+                lambda p=project: dbtflow_run(p, "--pattern", "single"),
+            ),
             "per_task": repeat(
                 f"{project.name} dbtflow per_task",
                 slow,
@@ -536,16 +541,16 @@ def render(by_key, load_rows, runs, scheduler, retry, args) -> str:  # type: ign
         "",
         "## End to end: one run of the whole project",
         "",
-        "| project | plain `dbt build` | dbtflow per_model streamed | per_model, one dbt per task |"
-        " Cosmos LOCAL (`dags test`) | streamed / dbt build | per_task / dbt build | Cosmos / dbt build |"
-        " streamed vs Cosmos |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| project | plain `dbt build` | dbtflow per_model streamed | dbtflow single |"
+        " per_model, one dbt per task | Cosmos LOCAL (`dags test`) | streamed / dbt build |"
+        " single / dbt build | per_task / dbt build | Cosmos / dbt build | streamed vs Cosmos |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, r in runs.items():
         lines.append(
-            f"| {by_key[key].name} | {r['dbt'].cell()} | {r['streamed'].cell()} | {r['per_task'].cell()} |"
-            f" {r['cosmos_local'].cell()} | {ratio(r['streamed'], r['dbt'])} |"
-            f" {ratio(r['per_task'], r['dbt'])} |"
+            f"| {by_key[key].name} | {r['dbt'].cell()} | {r['streamed'].cell()} | {r['single'].cell()} |"
+            f" {r['per_task'].cell()} | {r['cosmos_local'].cell()} | {ratio(r['streamed'], r['dbt'])} |"
+            f" {ratio(r['single'], r['dbt'])} | {ratio(r['per_task'], r['dbt'])} |"
             f" {ratio(r['cosmos_local'], r['dbt'])} | {ratio(r['streamed'], r['cosmos_local'])} |"
         )
     if scheduler:

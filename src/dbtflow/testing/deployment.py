@@ -107,14 +107,13 @@ def airflow_deployment(
     deployment.airflow("db", "migrate", timeout=300)
     with sqlite3.connect(home / "airflow.db") as con:
         con.execute("PRAGMA journal_mode=WAL")
-    airflow = str(Path(sys.executable).parent / "airflow")
     processes = []
     try:
         for component in COMPONENTS:
             log = (home / f"{component[0]}.log").open("w")
             processes.append(
                 subprocess.Popen(
-                    [airflow, *component],
+                    [command, *component],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
