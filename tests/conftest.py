@@ -28,6 +28,13 @@ os.environ["DBTFLOW_HOME"] = str(_HOME)
 os.environ.pop("DBTFLOW_STATE_URL", None)
 os.environ.pop("DBT_PROFILES_DIR", None)
 
+from fake_dbt_cloud import self_signed_certificate  # noqa: E402
+
+# The fake dbt Cloud's certificate is the only one trusted in tests. It is set before anything
+# imports aiohttp, which builds its verifying TLS context once, at import.
+TLS_CERT, TLS_KEY = self_signed_certificate(_HOME / "tls")
+os.environ["SSL_CERT_FILE"] = os.environ["REQUESTS_CA_BUNDLE"] = str(TLS_CERT)
+
 from dbtflow.runner.home import embedded_airflow  # noqa: E402
 
 AIRFLOW_HOME = embedded_airflow()

@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, BaseOperator, TaskGroup
 
 from dbtflow.airflow.build_operator import DbtBuildOperator
 from dbtflow.airflow.operators import DbtNodeOperator, DbtProducerOperator
+from dbtflow.errors import DbtflowError
 from dbtflow.plan.build import as_tokens, make_plan
 from dbtflow.plan.grouped import GroupBy
 from dbtflow.plan.model import TaskKind, TaskPlan
 from dbtflow.project.config import DbtProject
+from dbtflow.project.invoke import selection_args
+
+if TYPE_CHECKING:
+    from dbtflow.airflow.cloud import DbtCloudJob
 
 DEFAULT_START = datetime(2024, 1, 1)
 
@@ -81,7 +86,7 @@ def add_plan_tasks(
 
 
 def dbt_task_group(
-    project: DbtProject,
+    project: DbtProject | None,
     *,
     group_id: str | None = "dbt",
     pattern: str = "per_model",
@@ -96,12 +101,15 @@ def dbt_task_group(
     state_url: str | None = None,
     artifacts_url: str | None = None,
     artifacts_conn_id: str | None = None,
+    cloud_job: DbtCloudJob | None = None,
     operator_kwargs: dict[str, Any] | None = None,
 ) -> TaskGroup | None:
     """Add the project's tasks to the DAG being defined, inside a task group (or not, with ``group_id=None``).
 
     ``pattern``: ``per_model`` (one task per model, seed and snapshot), ``single`` (one task, one
-    dbt invocation; a retry runs ``dbt retry``) or ``grouped`` (one task per group of nodes).
+    dbt invocation; a retry runs ``dbt retry``), ``grouped`` (one task per group of nodes) or
+    ``cloud`` (one task that triggers the dbt Cloud job ``cloud_job`` and waits; ``project`` may be
+    ``None``, and a selection or ``command`` becomes the run's steps override).
     ``select`` / ``exclude`` / ``selector``: dbt's selection syntax; the nodes are exactly those of
     ``dbt ls`` with the same arguments.
     ``tests``: ``with_model`` (default), ``after_model``, ``at_end`` or ``none``.
@@ -115,36 +123,55 @@ def dbt_task_group(
     try keeps its ``run_results.json`` for the next try's ``dbt retry`` (default: the dbtflow home,
     or ``$DBTFLOW_ARTIFACTS_URL``); use shared storage when retries may run on another machine.
     """
-    plan = make_plan(
-        project,
-        pattern=pattern,
-        select=select,
-        exclude=exclude,
-        selector=selector,
-        tests=tests,
-        execution=execution,
-        group_by=group_by,
-    )
-    kwargs = {
-        "threads": threads,
-        "state_url": state_url,
-        "operator_kwargs": dict(operator_kwargs or {}),
-        "build_kwargs": {
-            "command": tuple(command),
-            "artifacts_url": artifacts_url,
-            "artifacts_conn_id": artifacts_conn_id,
-        },
-    }
+
+    def add_tasks() -> None:
+        if pattern == "cloud":
+            from dbtflow.airflow.cloud import add_cloud_task
+
+            if cloud_job is None:
+                raise DbtflowError(
+                    "The cloud pattern needs the dbt Cloud job to run.",
+                    "pass cloud_job=DbtCloudJob(job_id=..., conn_id=...).",
+                )
+            selection = selection_args(as_tokens(select), as_tokens(exclude), selector)
+            add_cloud_task(cloud_job, command=command, selection=selection, **dict(operator_kwargs or {}))
+            return
+        if project is None:
+            raise DbtflowError(f"The {pattern} pattern needs a dbt project.", "pass DbtProject(path).")
+        plan = make_plan(
+            project,
+            pattern=pattern,
+            select=select,
+            exclude=exclude,
+            selector=selector,
+            tests=tests,
+            execution=execution,
+            group_by=group_by,
+        )
+        add_plan_tasks(
+            plan,
+            project,
+            threads=threads,
+            state_url=state_url,
+            operator_kwargs=dict(operator_kwargs or {}),
+            build_kwargs={
+                "command": tuple(command),
+                "artifacts_url": artifacts_url,
+                "artifacts_conn_id": artifacts_conn_id,
+            },
+        )
+
     if group_id is None:
-        add_plan_tasks(plan, project, **kwargs)  # type: ignore[arg-type]
+        add_tasks()
         return None
-    with TaskGroup(group_id=group_id, tooltip=f"dbt project {project.name} ({pattern})") as group:
-        add_plan_tasks(plan, project, **kwargs)  # type: ignore[arg-type]
+    name = project.name if project is not None else f"dbt Cloud job {cloud_job.job_id if cloud_job else ''}"
+    with TaskGroup(group_id=group_id, tooltip=f"{name} ({pattern})") as group:
+        add_tasks()
     return group
 
 
 def dbt_dag(
-    project: DbtProject,
+    project: DbtProject | None,
     *,
     dag_id: str,
     schedule: Any = None,
@@ -161,6 +188,7 @@ def dbt_dag(
     state_url: str | None = None,
     artifacts_url: str | None = None,
     artifacts_conn_id: str | None = None,
+    cloud_job: DbtCloudJob | None = None,
     default_args: dict[str, Any] | None = None,
     operator_kwargs: dict[str, Any] | None = None,
     **dag_kwargs: Any,
@@ -190,19 +218,21 @@ def dbt_dag(
             state_url=state_url,
             artifacts_url=artifacts_url,
             artifacts_conn_id=artifacts_conn_id,
+            cloud_job=cloud_job,
             operator_kwargs=operator_kwargs,
         )
     return dag
 
 
 def _doc(
-    project: DbtProject,
+    project: DbtProject | None,
     pattern: str,
     select: str | Sequence[str] | None,
     exclude: str | Sequence[str] | None,
     selector: str | None,
 ) -> str:
-    lines = [f"dbt project **{project.name}** at `{project.path}`, pattern `{pattern}`."]
+    what = f"dbt project **{project.name}** at `{project.path}`" if project is not None else "A dbt Cloud job"
+    lines = [f"{what}, pattern `{pattern}`."]
     if select or exclude or selector:
         lines.append(
             f"Selection: select `{' '.join(as_tokens(select))}` exclude `{' '.join(as_tokens(exclude))}`"
