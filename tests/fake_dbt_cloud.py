@@ -255,7 +255,8 @@ def _handler(cloud: FakeDbtCloud) -> type[BaseHTTPRequestHandler]:
                 job = cloud.jobs.get(int(m[1]))
                 if job is None:
                     return self._send(404, _envelope(None))
-                return self._send(200, _envelope(cloud.run_object(cloud.start_run(job, body, m[2] == "rerun"))))
+                run = cloud.start_run(job, body, rerun=m[2] == "rerun")
+                return self._send(200, _envelope(cloud.run_object(run)))
             if method == "POST" and (m := re.fullmatch(r"runs/(\d+)/cancel/", rest)):
                 run = cloud.runs[int(m[1])]
                 if run.status() not in (SUCCESS, ERROR):

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from dbtflow.testing.deployment import airflow_deployment
+from fake_dbt_cloud import FakeDbtCloud, FakeJob
 
 from conftest import AIRFLOW_HOME, TLS_CERT, TLS_KEY
 from dagtest import dag_file, run_dag
-from fake_dbt_cloud import FakeDbtCloud, FakeJob
 
 NODES = [
     ("seed.shop.raw_orders", []),
