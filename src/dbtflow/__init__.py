@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import dbtflow.profiles  # noqa: F401  (registers profile="<connection id>")
 from dbtflow.errors import DbtflowError
 from dbtflow.project.config import DbtProject
 from dbtflow.project.graph import Node

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +25,9 @@ EXIT_BAD_INPUT = 2
 def _add_project_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("project_dir", type=Path, help="folder holding dbt_project.yml")
     parser.add_argument("--profiles-dir", type=Path, help="folder holding profiles.yml")
+    parser.add_argument(
+        "--conn-id", help="an Airflow connection to build the dbt target from (instead of profiles.yml)"
+    )
     parser.add_argument("--target", help="dbt target (default: the profile's)")
     parser.add_argument("--vars", type=_json_object, default={}, help="dbt vars as JSON")
     parser.add_argument("--manifest", type=Path, help="a manifest.json built elsewhere (skips parsing)")
@@ -96,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(retry)
     retry.add_argument("--run-id", help="the DAG run to retry (default: the last one)")
 
+    airflow = commands.add_parser(
+        "airflow",
+        help="Airflow's command line on the embedded Airflow (`dbtflow airflow connections add ...`)",
+    )
+    airflow.add_argument("airflow_args", nargs=argparse.REMAINDER, help="arguments for `airflow`")
+
     render = commands.add_parser("render", help="print the task graph of a project; runs nothing")
     _add_project_args(render)
     render.add_argument("--format", default="json", choices=["json", "text"])
@@ -113,6 +124,7 @@ def _request(args: argparse.Namespace) -> Any:
         project_dir=args.project_dir,
         profiles_dir=args.profiles_dir,
         target=args.target,
+        profile=args.conn_id,
         vars=args.vars,
         manifest_path=args.manifest,
         select=args.select,
@@ -160,6 +172,7 @@ def _render(args: argparse.Namespace) -> int:
         args.project_dir,
         profiles_dir=args.profiles_dir,
         target=args.target,
+        profile=args.conn_id,
         vars=args.vars,
         manifest_path=args.manifest,
     )
@@ -202,6 +215,17 @@ def _demo(args: argparse.Namespace) -> int:
     return _finish(outcome, args.summary_json)
 
 
+def _airflow(args: argparse.Namespace) -> int:
+    """Run Airflow's command line against the embedded Airflow (its database and fernet key)."""
+    from dbtflow.runner.home import embedded_airflow
+
+    home = embedded_airflow()
+    home.activate()
+    home.ensure_database()
+    command = Path(sys.executable).parent / "airflow"
+    return subprocess.run([str(command), *args.airflow_args], env=os.environ).returncode
+
+
 def _quiet_semaphore_warnings() -> None:
     """dbt's adapters create multiprocessing locks; when a forked task process exits, Python's
     resource tracker reports them as leaked (they are not: Linux unlinks them at creation). The
@@ -214,7 +238,9 @@ def _quiet_semaphore_warnings() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_semaphore_warnings()
     args = build_parser().parse_args(argv)
-    handler = {"run": _run, "retry": _retry, "render": _render, "demo": _demo}[args.command]
+    handler = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "airflow": _airflow}[
+        args.command
+    ]
     try:
         return handler(args)
     except DbtflowError as exc:

@@ -50,6 +50,10 @@ def add_plan_tasks(
     operators: dict[str, BaseOperator] = {}
     produced = set(plan.task(plan.producer).nodes) if plan.producer else set()
     common = {"project": project, "threads": threads, "state_url": state_url, **operator_kwargs}
+    # A profile read from a Kubernetes Secret gives each task the pod override that mounts it.
+    executor_config = getattr(project.profile_source, "executor_config", None)
+    if executor_config is not None and "executor_config" not in operator_kwargs:
+        common["executor_config"] = executor_config()
     for spec in plan.tasks:
         if spec.task_id == plan.producer:
             operators[spec.task_id] = DbtProducerOperator(

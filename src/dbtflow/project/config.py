@@ -140,18 +140,6 @@ class DbtProject:
     def vars_json(self) -> str:
         return json.dumps(self.vars, sort_keys=True, default=str)
 
-    def describe(self) -> dict[str, Any]:
-        """A JSON-safe description (no secrets) used to rebuild the same project in another process."""
-        return {
-            "path": str(self.path),
-            "profiles_dir": None if self.profiles_dir is None else str(self.profiles_dir),
-            "target": self.target,
-            "vars": dict(self.vars),
-            "manifest_path": None if self.manifest_path is None else str(self.manifest_path),
-            "profile": self.profile_source.describe(),
-            "extra_args": list(self.extra_args),
-        }
-
 
 def dbtflow_home() -> Path:
     """The folder for dbtflow's caches, embedded Airflow and state: ``$DBTFLOW_HOME`` or ``~/.dbtflow``."""

@@ -53,9 +53,6 @@ class ProfileSource(Protocol):
         """Names the target's database when only one process may write it at a time (a DuckDB
         file), so that dbt invocations on one machine take turns; ``None`` otherwise."""
 
-    def describe(self) -> dict[str, Any]:
-        """A JSON-safe description, without secrets."""
-
 
 @dataclass(frozen=True)
 class ProfilesDir:
@@ -109,9 +106,6 @@ class ProfilesDir:
 
     def prepare(self, workdir: Path, *, for_parse: bool = False) -> PreparedProfile:
         return PreparedProfile(profiles_dir=self.path, profile_name=self.profile_name, target=self.target)
-
-    def describe(self) -> dict[str, Any]:
-        return {"type": "profiles_dir", "path": str(self.path), "target": self.target}
 
     def writer_lock_key(self) -> str | None:
         profile = self.document().get(self.profile_name) or {}

@@ -7,5 +7,5 @@ select
     started_at,
     ended_at,
     rider_type,
-    date_diff('minute', started_at, ended_at) as duration_minutes
+    {{ dbt.datediff('started_at', 'ended_at', 'minute') }} as duration_minutes
 from {{ ref('stg_trips') }}
