@@ -30,9 +30,7 @@ def ensure_local_server() -> None:
         return
     versions = os.listdir("/etc/postgresql") if Path("/etc/postgresql").is_dir() else []
     assert versions, "PostgreSQL is not installed here (no /etc/postgresql)"
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "start"], check=False
-    )
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[0], "main", "start"], check=False)
     deadline = time.monotonic() + 30
     while not _listening(*LOCAL):
         assert time.monotonic() < deadline, "PostgreSQL at 127.0.0.1:5432 did not start"
