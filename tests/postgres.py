@@ -37,10 +37,17 @@ def ensure_local_server() -> None:
         time.sleep(0.5)
 
 
-def psql(sql: str, *, port: int = 5432, user: str = "postgres", password: str | None = None) -> str:
+def psql(
+    sql: str,
+    *,
+    port: int = 5432,
+    user: str = "postgres",
+    password: str | None = None,
+    database: str = "postgres",
+) -> str:
     env = {**os.environ, **({"PGPASSWORD": password} if password else {})}
     done = subprocess.run(
-        [str(BIN / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", "postgres",
+        [str(BIN / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U", user, "-d", database,
          "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
@@ -48,12 +55,17 @@ def psql(sql: str, *, port: int = 5432, user: str = "postgres", password: str | 
     return done.stdout
 
 
-def create_role_and_database(name: str, password: str, *, port: int = 5432, **auth: str) -> None:
+def create_role_and_database(
+    name: str, password: str, *, port: int = 5432, superuser_password: str | None = None
+) -> None:
     """A login role with a password, owning a database of the same name (dropped first)."""
-    psql(f"drop database if exists {name}", port=port, **auth)
-    psql(f"drop role if exists {name}", port=port, **auth)
-    psql(f"create role {name} login password '{password}'", port=port, **auth)
-    psql(f"create database {name} owner {name}", port=port, **auth)
+    for sql in (
+        f"drop database if exists {name}",
+        f"drop role if exists {name}",
+        f"create role {name} login password '{password}'",
+        f"create database {name} owner {name}",
+    ):
+        psql(sql, port=port, password=superuser_password)
 
 
 @dataclass(frozen=True)

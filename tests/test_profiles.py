@@ -230,7 +230,12 @@ def test_postgres_with_a_password_per_model_and_single_and_no_secret_anywhere(
         )
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, done.stdout + done.stderr
-    rows = psql("select count(*) from analytics.fct_trips", user="dbtflow_cred", password=PASSWORD)
+    rows = psql(
+        "select count(*) from analytics.fct_trips",
+        user="dbtflow_cred",
+        password=PASSWORD,
+        database="dbtflow_cred",
+    )
     assert "120" in rows
     leaks = _scan_for(PASSWORD, roots=[AIRFLOW_HOME.airflow_home.parent, project], outputs=outputs)
     assert leaks == [], f"the password leaked into: {leaks}"
@@ -243,7 +248,9 @@ def test_a_wrong_password_fails_with_an_authentication_error_and_no_secret(
 ) -> None:
     right, wrong = "Right-Pw-4d1c8e", "Wrong-Pw-93b2aa"
     with scram_cluster("Superuser-Pw-1") as cluster:
-        create_role_and_database("scram_user", right, port=cluster.port, password=cluster.superuser_password)
+        create_role_and_database(
+            "scram_user", right, port=cluster.port, superuser_password=cluster.superuser_password
+        )
         project = copy_project(EXAMPLE, tmp_path / "bikeshare")
         conn_env = {
             "AIRFLOW_CONN_SCRAM_PG": json.dumps(
@@ -307,7 +314,9 @@ def test_kubernetes_secret_profile_mounts_the_secret_and_builds(
         monkeypatch.setenv(SECRET_PREFIX + "PASSWORD", PASSWORD)
         state, tasks = run_dag(path, "k8s_secret")
     assert state == "success", tasks
-    assert "120" in psql("select count(*) from k8s.fct_trips", user="dbtflow_k8s", password=PASSWORD)
+    assert "120" in psql(
+        "select count(*) from k8s.fct_trips", user="dbtflow_k8s", password=PASSWORD, database="dbtflow_k8s"
+    )
     leaks = _scan_for(PASSWORD, roots=[AIRFLOW_HOME.airflow_home.parent, project], outputs=[])
     assert leaks == []
 
