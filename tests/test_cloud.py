@@ -8,6 +8,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDbtCloud]:
 
 
 def _xcom(dag_id: str, task_id: str = "dbt_cloud_job") -> dict[str, Any]:
-    with sqlite3.connect(AIRFLOW_HOME.database) as con:
+    with closing(sqlite3.connect(AIRFLOW_HOME.database)) as con:
         row = con.execute(
             "select value from xcom where dag_id = ? and task_id = ? and key = 'return_value'"
             " order by timestamp desc limit 1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ BROKEN_STG_TRIPS = "select no_such_column from {{ ref('raw_trips') }}\n"
 
 
 def _xcom(dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-    with sqlite3.connect(AIRFLOW_HOME.database) as con:
+    with closing(sqlite3.connect(AIRFLOW_HOME.database)) as con:
         row = con.execute(
             "select value from xcom where dag_id = ? and run_id = ? and task_id = ? and key = 'return_value'",
             (dag_id, run_id, task_id),

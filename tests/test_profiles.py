@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +191,20 @@ def test_connections_come_from_any_secrets_backend(backend: str, tmp_path: Path)
 
 def _scan_for(secret: str, *, roots: list[Path], outputs: list[str]) -> list[str]:
     """Every place the secret shows up: files (logs, artifacts, DAG files, caches, databases as
-    bytes), Airflow's XCom values, rendered fields and serialized DAGs, and command output."""
+    bytes), Airflow's XCom values, rendered fields and serialized DAGs, and command output.
+
+    Files are searched by ``grep`` in its own process: opening a live SQLite file here and
+    closing it would drop this process's SQLite locks on it (POSIX locks are per process).
+    """
     found = [f"output {i}" for i, text in enumerate(outputs) if secret in text]
-    needle = secret.encode()
-    for root in roots:
-        for path in root.rglob("*"):
-            if path.is_file() and needle in path.read_bytes():
-                found.append(str(path))
-    with sqlite3.connect(AIRFLOW_HOME.database) as con:
+    grep = subprocess.run(
+        ["grep", "-r", "-l", "-F", "--binary-files=text", "--", secret, *map(str, roots)],
+        capture_output=True,
+        text=True,
+    )
+    assert grep.returncode in (0, 1), grep.stderr
+    found += grep.stdout.split()
+    with closing(sqlite3.connect(AIRFLOW_HOME.database)) as con:
         for table, column in (
             ("xcom", "value"),
             ("rendered_task_instance_fields", "rendered_fields"),

@@ -1,4 +1,4 @@
-"""On-disk cache of parsed projects under ``$DBTFLOW_HOME/cache/<project>/<fingerprint>/``.
+"""On-disk cache of parsed projects under ``$DBTFLOW_HOME/cache/<project>-<checkout>/<fingerprint>/``.
 
 Each entry holds the compact graph (for DAG files), dbt's own ``Manifest`` object (for tasks, so
 that no task parses the project again), dbt's ``manifest.json``, and the results of selections.
@@ -111,4 +111,7 @@ def cache_entry(project: DbtProject) -> CacheEntry:
 
     ensure_packages(project)
     fp = fingerprint(project)
-    return CacheEntry(root=cache_root() / project.name / fp.key, fingerprint=fp)
+    # One folder per checkout: copies of a project elsewhere on the machine neither share nor
+    # prune each other's entries.
+    checkout = hashlib.blake2b(str(project.path).encode(), digest_size=4).hexdigest()
+    return CacheEntry(root=cache_root() / f"{project.name}-{checkout}" / fp.key, fingerprint=fp)

@@ -1,0 +1,220 @@
+"""The ELT layout: extract and load → source-freshness gate → dbt → quality checks → notifications.
+
+``elt_task_group`` wires the sections, each optional, in that order inside the DAG being defined;
+``elt_dag`` builds a DAG around it. dbt never runs on stale sources: the gate sits between
+loading and dbt. The success notification waits for everything, checks included; the failure
+notification runs once everything is done and names what failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from airflow.sdk import DAG, BaseNotifier, BaseOperator, TaskGroup
+from airflow.sdk.definitions._internal.contextmanager import DagContext
+
+from dbtflow.airflow.build_operator import DbtBuildOperator
+from dbtflow.airflow.dag import DEFAULT_START, dbt_task_group
+from dbtflow.airflow.freshness import DbtSourceFreshnessSensor
+from dbtflow.airflow.notify import DbtflowNotifyOperator
+from dbtflow.errors import DbtflowError
+from dbtflow.plan.build import as_tokens, make_plan
+from dbtflow.project.config import DbtProject
+from dbtflow.project.freshness import gated_sources
+from dbtflow.project.invoke import selection_args
+from dbtflow.project.manifest import load_graph
+
+Task = BaseOperator | TaskGroup
+
+
+@dataclass(frozen=True)
+class FreshnessGate:
+    """How the gate checks: ``sources`` (unique ids, ``source:`` selectors' ``name.table``, or
+    ``None`` for every source the selected models read), the check interval and the timeout."""
+
+    sources: Sequence[str] | None = None
+    warn_is_fresh: bool = True
+    poke_interval: float = 300.0
+    timeout: float = 3600.0
+    #: Skip dbt (instead of failing) when the sources stay stale.
+    soft_fail: bool = False
+
+
+def _gate_sources(project: DbtProject, gate: FreshnessGate, dbt_kwargs: dict[str, Any]) -> list[str]:
+    graph = load_graph(project)
+    if gate.sources is None:
+        keys = ("pattern", "select", "exclude", "selector")
+        plan = make_plan(project, **{k: dbt_kwargs[k] for k in keys if k in dbt_kwargs})
+        return gated_sources(graph, sorted(plan.selected))
+    by_name = {f"{s.source_name}.{s.name}": uid for uid, s in graph.sources.items()}
+    chosen = []
+    for name in gate.sources:
+        uid = name if name in graph.sources else by_name.get(name.removeprefix("source:"))
+        if uid is None:
+            raise DbtflowError(
+                f"The freshness gate names '{name}', which is not a source of {project.name}.",
+                f"use one of: {', '.join(sorted(by_name))}.",
+            )
+        chosen.append(uid)
+    return chosen
+
+
+def elt_task_group(
+    project: DbtProject | None,
+    *,
+    group_id: str | None = "elt",
+    extract: Sequence[Task] | Callable[[], Sequence[Task]] = (),
+    freshness: FreshnessGate | bool = True,
+    checks: Sequence[BaseOperator] = (),
+    dbt_tests: str | Sequence[str] | None = None,
+    notify_success: Sequence[BaseNotifier] = (),
+    notify_failure: Sequence[BaseNotifier] = (),
+    **dbt_kwargs: Any,
+) -> dict[str, list[Task]]:
+    """Add the sections to the DAG being defined, in task group ``group_id`` (none with ``None``);
+    return them by name.
+
+    ``extract``: tasks or task groups that load the sources (or a function that creates them).
+    ``freshness``: ``True`` gates on every source the selected models read that has a freshness
+    rule; a ``FreshnessGate`` says which and how; ``False`` has no gate.
+    ``checks``: quality-check operators (``SQLColumnCheckOperator``, ``SQLTableCheckOperator``...)
+    run after dbt; ``dbt_tests``: a dbt selection whose tests run as a check (for example the
+    tests left out of the models' tasks with ``tests="none"``).
+    ``notify_success`` / ``notify_failure``: Airflow notifiers for consumers and owners.
+    Other keyword arguments go to ``dbt_task_group`` (``pattern``, ``select``, ``tests``...).
+    """
+    dag = DagContext.get_current()
+    if dag is None:
+        raise DbtflowError("elt_task_group was called outside a DAG.", "call it inside `with DAG(...)`.")
+    if group_id is None:
+        return _add_sections(
+            dag, project, extract, freshness, checks, dbt_tests, notify_success, notify_failure, dbt_kwargs
+        )
+    with TaskGroup(group_id=group_id, tooltip="extract, freshness gate, dbt, checks, notifications"):
+        return _add_sections(
+            dag, project, extract, freshness, checks, dbt_tests, notify_success, notify_failure, dbt_kwargs
+        )
+
+
+def _add_sections(
+    dag: DAG,
+    project: DbtProject | None,
+    extract: Sequence[Task] | Callable[[], Sequence[Task]],
+    freshness: FreshnessGate | bool,
+    checks: Sequence[BaseOperator],
+    dbt_tests: str | Sequence[str] | None,
+    notify_success: Sequence[BaseNotifier],
+    notify_failure: Sequence[BaseNotifier],
+    dbt_kwargs: dict[str, Any],
+) -> dict[str, list[Task]]:
+    existing = set(dag.task_ids)
+    sections: dict[str, list[Task]] = {}
+    loaded = list(extract() if callable(extract) else extract)
+    for task in loaded:
+        if isinstance(task, BaseOperator) and not task.has_dag():
+            dag.add_task(task)
+    sections["extract"] = loaded
+    last: list[Task] = loaded
+
+    gate = FreshnessGate() if freshness is True else freshness or None
+    if gate is not None and project is not None:
+        sources = _gate_sources(project, gate, dbt_kwargs)
+        if sources:
+            sensor = DbtSourceFreshnessSensor(
+                task_id="source_freshness",
+                project=project,
+                sources=sources,
+                warn_is_fresh=gate.warn_is_fresh,
+                poke_interval=gate.poke_interval,
+                timeout=gate.timeout,
+                soft_fail=gate.soft_fail,
+            )
+            _chain(last, [sensor])
+            sections["freshness"] = last = [sensor]
+
+    group = dbt_task_group(project, group_id="dbt", **dbt_kwargs)
+    if group is not None:
+        _chain(last, [group])
+        sections["dbt"] = last = [group]
+
+    quality: list[Task] = list(checks)
+    if dbt_tests is not None and project is not None:
+        quality.insert(
+            0,
+            DbtBuildOperator(
+                task_id="dbt_tests",
+                project=project,
+                unique_ids=[],
+                command=("test",),
+                selection=selection_args(as_tokens(dbt_tests)),
+            ),
+        )
+    for task in quality:
+        if isinstance(task, BaseOperator) and not task.has_dag():
+            dag.add_task(task)
+    if quality:
+        _chain(last, quality)
+        sections["checks"] = last = quality
+
+    extracted = {t.task_id for t in loaded if isinstance(t, BaseOperator)}
+    pipeline = [t.task_id for t in dag.tasks if t.task_id not in existing or t.task_id in extracted]
+    notifiers: list[Task] = []
+    if notify_success:
+        success = DbtflowNotifyOperator(task_id="notify_success", notifiers=notify_success, on="success")
+        # Everything upstream, checks included, must succeed: the last section gates it.
+        _chain(last, [success])
+        notifiers.append(success)
+    if notify_failure:
+        failure = DbtflowNotifyOperator(task_id="notify_failure", notifiers=notify_failure, on="failure")
+        for task_id in pipeline:
+            dag.task_dict[task_id].downstream_task_ids.add(failure.task_id)
+            failure.upstream_task_ids.add(task_id)
+        notifiers.append(failure)
+    sections["notify"] = notifiers
+    return sections
+
+
+def _chain(upstream: Sequence[Task], downstream: Sequence[Task]) -> None:
+    for up in upstream:
+        for down in downstream:
+            up >> down
+
+
+def elt_dag(
+    dag_id: str,
+    project: DbtProject | None,
+    *,
+    schedule: Any = None,
+    start_date: datetime | None = None,
+    default_args: dict[str, Any] | None = None,
+    extract: Sequence[Task] | Callable[[], Sequence[Task]] = (),
+    freshness: FreshnessGate | bool = True,
+    checks: Sequence[BaseOperator] = (),
+    dbt_tests: str | Sequence[str] | None = None,
+    notify_success: Sequence[BaseNotifier] = (),
+    notify_failure: Sequence[BaseNotifier] = (),
+    dag_kwargs: dict[str, Any] | None = None,
+    **dbt_kwargs: Any,
+) -> DAG:
+    """A DAG with the ELT layout; see ``elt_task_group`` for the sections."""
+    extra = dict(dag_kwargs or {})
+    extra.setdefault("catchup", False)
+    extra.setdefault("tags", ["dbt", "elt"])
+    if default_args is not None:
+        extra["default_args"] = default_args
+    with DAG(dag_id, schedule=schedule, start_date=start_date or DEFAULT_START, **extra) as dag:
+        elt_task_group(
+            project,
+            group_id=None,
+            extract=extract,
+            freshness=freshness,
+            checks=checks,
+            dbt_tests=dbt_tests,
+            notify_success=notify_success,
+            notify_failure=notify_failure,
+            **dbt_kwargs,
+        )
+    return dag

@@ -1,0 +1,93 @@
+"""Notifications at the end of a pipeline: what ran, what failed, which sources were stale.
+
+``DbtflowNotifyOperator`` gathers the run's outcome from its tasks (the per-node summaries that
+dbt tasks return, the freshness gate's stale list, the failed tasks) and hands it to Airflow
+notifiers (``BaseNotifier``) as ``context["dbtflow"]``; templated notifiers (the smtp provider's
+``SmtpNotifier``) can use ``{{ dbtflow.failed_models }}``. ``WebhookNotifier`` posts it as JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+from airflow.sdk import BaseNotifier, BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
+
+
+class WebhookNotifier(BaseNotifier):
+    """POST the pipeline's outcome as JSON to ``url`` (headers may carry a token)."""
+
+    template_fields: Sequence[str] = ("url",)
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None, timeout: float = 30.0) -> None:
+        super().__init__()
+        self.url = url
+        self.headers = headers or {}
+        self.timeout = timeout
+
+    def notify(self, context: Any) -> None:
+        response = httpx.post(self.url, json=context["dbtflow"], headers=self.headers, timeout=self.timeout)
+        response.raise_for_status()
+
+
+def _models(summary: dict[str, Any], statuses: tuple[str, ...]) -> list[str]:
+    """The models, seeds and snapshots of a task's per-node summary with one of ``statuses``."""
+    nodes = summary.get("nodes") or {}
+    buildable = ("model.", "seed.", "snapshot.")
+    return [
+        uid for uid, node in nodes.items() if uid.startswith(buildable) and node.get("status") in statuses
+    ]
+
+
+class DbtflowNotifyOperator(BaseOperator):
+    """Send ``notifiers`` the outcome of the tasks upstream of this one.
+
+    ``on="success"`` runs when everything upstream succeeded; ``on="failure"`` runs once everything
+    upstream is done and is skipped when nothing failed.
+    """
+
+    ui_color = "#F2D398"
+
+    def __init__(self, *, notifiers: Sequence[BaseNotifier], on: str, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_success" if on == "success" else "all_done")
+        super().__init__(**kwargs)
+        self.notifiers = list(notifiers)
+        self.on = on
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        outcome = self._outcome(context)
+        if self.on == "failure" and not (outcome["failed_tasks"] or outcome["not_run_tasks"]):
+            raise AirflowSkipException("Nothing failed: no failure notification.")
+        context["dbtflow"] = outcome
+        for notifier in self.notifiers:
+            notifier(context)
+        return outcome
+
+    def _outcome(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        upstream = sorted(self.get_flat_relative_ids(upstream=True))
+        runs = ti.get_task_states(dag_id=ti.dag_id, task_ids=upstream, run_ids=[ti.run_id])
+        states = {task_id: str(state) for task_id, state in runs.get(ti.run_id, {}).items()}
+        built: list[str] = []
+        failed: list[str] = []
+        stale: list[str] = []
+        for task_id in upstream:
+            summary = ti.xcom_pull(task_ids=task_id, key="return_value")
+            if not isinstance(summary, dict):
+                continue
+            built += _models(summary, ("success",))
+            failed += _models(summary, ("error", "fail", "runtime error"))
+            stale += summary.get("stale") or []
+        return {
+            "dag_id": ti.dag_id,
+            "run_id": ti.run_id,
+            "state": "success" if self.on == "success" else "failed",
+            "models_built": sorted(set(built)),
+            "failed_models": sorted(set(failed)),
+            "stale_sources": sorted(set(stale)),
+            "failed_tasks": sorted(t for t, s in states.items() if s == "failed"),
+            # Tasks that never ran because something upstream failed.
+            "not_run_tasks": sorted(t for t, s in states.items() if s == "upstream_failed"),
+        }

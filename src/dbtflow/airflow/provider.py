@@ -1,0 +1,22 @@
+"""dbtflow's Airflow provider information: the ``duckdb`` connection type and its hook.
+
+Airflow finds it through the ``apache_airflow_provider`` entry point in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dbtflow import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "dbtflow",
+        "name": "dbtflow",
+        "description": "Run dbt projects on Apache Airflow.",
+        "versions": [__version__],
+        "connection-types": [
+            {"connection-type": "duckdb", "hook-class-name": "dbtflow.airflow.duckdb_hook.DuckDBHook"}
+        ],
+    }

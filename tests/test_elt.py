@@ -1,0 +1,139 @@
+"""The ELT layout with real Airflow (``dag.test()``), real dbt and DuckDB: a real extraction task
+loads files into raw tables, the freshness gate holds dbt back on stale sources, common-sql checks
+run on the built tables, and a local webhook receives the notifications."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from conftest import REPO, copy_project
+from dagtest import dag_file, load_dag, run_dag
+
+SHOP = REPO / "examples" / "shop_elt"
+DAG_SOURCE = (REPO / "examples" / "dags" / "shop_elt.py").read_text()
+
+
+class Webhook:
+    """A local HTTP endpoint that keeps every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        received = self.messages
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: Path) -> Iterator[dict[str, Any]]:
+    project = copy_project(SHOP, tmp_path / "shop")
+    inbox = tmp_path / "inbox"
+    shutil.copytree(SHOP / "inbox", inbox)
+    warehouse = tmp_path / "shop.duckdb"
+    hook = Webhook()
+    env = {
+        "SHOP_PROJECT": str(project),
+        "SHOP_INBOX": str(inbox),
+        "SHOP_DUCKDB": str(warehouse),
+        "SHOP_WEBHOOK_URL": hook.url,
+        "SHOP_FRESHNESS_INTERVAL": "1",
+        "SHOP_FRESHNESS_TIMEOUT": "4",
+        "AIRFLOW_CONN_SHOP_WAREHOUSE": json.dumps({"conn_type": "duckdb", "extra": {"path": str(warehouse)}}),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield {"project": project, "inbox": inbox, "warehouse": warehouse, "hook": hook}
+    hook.server.shutdown()
+
+
+def _run() -> tuple[str, dict[str, tuple[str, int]]]:
+    with dag_file("shop_elt", DAG_SOURCE) as path:
+        return run_dag(path, "shop_elt")
+
+
+def _tables(warehouse: Path) -> set[str]:
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        rows = con.execute("select table_schema, table_name from information_schema.tables").fetchall()
+    return {f"{schema}.{table}" for schema, table in rows}
+
+
+def test_sections_are_wired_in_order(shop: dict[str, Any]) -> None:
+    with dag_file("shop_elt", DAG_SOURCE) as path:
+        dag = load_dag(path, "shop_elt")
+    assert dag.task_dict["source_freshness"].upstream_task_ids == {"load_new_files"}
+    assert "source_freshness" in dag.task_dict["dbt.dbt_build"].upstream_task_ids
+    gate = dag.task_dict["source_freshness"]
+    assert gate.sources == ["source.shop.raw.customers", "source.shop.raw.orders"]
+    for check in ("check_fct_orders_columns", "check_amounts_positive"):
+        assert dag.task_dict[check].upstream_task_ids == {"dbt.customer_revenue", "dbt.dbt_build"}
+        assert check in dag.task_dict["notify_success"].upstream_task_ids
+    assert len(dag.task_dict["notify_failure"].upstream_task_ids) == len(dag.tasks) - 2
+
+
+def test_fresh_sources_run_the_whole_pipeline_and_notify_success_once(shop: dict[str, Any]) -> None:
+    state, tasks = _run()
+    assert state == "success", tasks
+    assert tasks["notify_failure"][0] == "skipped"
+    assert {"raw.orders", "main.fct_orders", "main.customer_revenue"} <= _tables(shop["warehouse"])
+    (message,) = shop["hook"].messages
+    assert message["state"] == "success" and message["dag_id"] == "shop_elt"
+    assert set(message["models_built"]) >= {"model.shop.fct_orders", "model.shop.customer_revenue"}
+    assert message["failed_models"] == [] and message["stale_sources"] == []
+
+
+def test_stale_sources_fail_the_gate_with_the_list_and_dbt_never_runs(shop: dict[str, Any]) -> None:
+    # The source system sent nothing new for two days: raw tables exist, with old load times.
+    old = datetime.now() - timedelta(days=2)
+    shutil.rmtree(shop["inbox"])
+    shop["inbox"].mkdir()
+    with duckdb.connect(str(shop["warehouse"])) as con:
+        con.execute("create schema raw")
+        con.execute("create table raw.orders (order_id int, customer_id int, ordered_at timestamp,"
+                    " amount decimal(10, 2), _loaded_at timestamp)")  # fmt: skip
+        con.execute("insert into raw.orders values (1, 1, ?, 5, ?)", [old, old])
+        con.execute(
+            "create table raw.customers"
+            " (customer_id int, name varchar, country varchar, _loaded_at timestamp)"
+        )
+        con.execute("insert into raw.customers values (1, 'Ada', 'FR', ?)", [old])
+    state, tasks = _run()
+    assert state == "failed"
+    assert tasks["source_freshness"][0] == "failed"
+    assert all(s == "upstream_failed" for t, (s, _) in tasks.items() if t.startswith("dbt."))
+    assert "main.fct_orders" not in _tables(shop["warehouse"]), "dbt ran on stale sources"
+    (message,) = shop["hook"].messages
+    assert message["state"] == "failed" and message["failed_tasks"] == ["source_freshness"]
+    assert message["stale_sources"] == ["source.shop.raw.customers", "source.shop.raw.orders"]
+
+
+def test_a_failing_check_blocks_the_success_message(shop: dict[str, Any]) -> None:
+    (shop["inbox"] / "orders" / "orders_0002.csv").write_text(
+        "order_id,customer_id,ordered_at,amount\n4,2,2026-11-23 08:00:00,-3.00\n"
+    )
+    state, tasks = _run()
+    assert state == "failed"
+    assert tasks["check_amounts_positive"][0] == "failed"
+    assert tasks["check_fct_orders_columns"][0] == "success" and tasks["dbt.fct_orders"][0] == "success"
+    (message,) = shop["hook"].messages
+    assert message["state"] == "failed" and message["failed_tasks"] == ["check_amounts_positive"]
