@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -137,3 +138,74 @@ def test_a_failing_check_blocks_the_success_message(shop: dict[str, Any]) -> Non
     assert tasks["check_fct_orders_columns"][0] == "success" and tasks["dbt.fct_orders"][0] == "success"
     (message,) = shop["hook"].messages
     assert message["state"] == "failed" and message["failed_tasks"] == ["check_amounts_positive"]
+
+
+MAIL_DAG = """
+from airflow.providers.common.sql.operators.sql import SQLTableCheckOperator
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from dbtflow import DbtProject
+from dbtflow.airflow.elt import elt_dag
+
+dag = elt_dag(
+    "shop_mail",
+    DbtProject({project!r}),
+    freshness=False,
+    checks=[
+        SQLTableCheckOperator(
+            task_id="check_enough_orders",
+            conn_id="shop_warehouse",
+            table="main.fct_orders",
+            checks={{"enough_orders": {{"check_statement": "count(*) > 1000"}}}},
+        )
+    ],
+    notify_failure=[
+        SmtpNotifier(
+            to="owners@example.com",
+            from_email="dbtflow@example.com",
+            smtp_conn_id="local_smtp",
+            subject="{{{{ dbtflow.dag_id }}}} failed: {{{{ dbtflow.failed_tasks | join(', ') }}}}",
+            html_content="Failed tasks: {{{{ dbtflow.failed_tasks | join(', ') }}}}",
+        )
+    ],
+)
+"""
+
+
+def test_a_failure_is_mailed_to_the_owners_through_the_smtp_provider(
+    shop: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.handlers import Message
+
+    received: list[Any] = []
+
+    class Keep(Message):
+        def handle_message(self, message: Any) -> None:
+            received.append(message)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    controller = Controller(Keep(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_LOCAL_SMTP",
+            json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+                        "extra": {"disable_tls": True, "disable_ssl": True}}),
+        )  # fmt: skip
+        with duckdb.connect(str(shop["warehouse"])) as con:
+            con.execute("create schema raw")
+            for table in ("orders", "customers"):
+                file = next((shop["inbox"] / table).glob("*.csv"))
+                con.execute(
+                    f"create table raw.{table} as select *, now() as _loaded_at from read_csv_auto('{file}')"
+                )
+        with dag_file("shop_mail", MAIL_DAG.format(project=str(shop["project"]))) as path:
+            state, tasks = run_dag(path, "shop_mail")
+    finally:
+        controller.stop()
+    assert state == "failed" and tasks["check_enough_orders"][0] == "failed"
+    (mail,) = received
+    assert mail["To"] == "owners@example.com"
+    assert mail["Subject"] == "shop_mail failed: check_enough_orders"

@@ -162,7 +162,9 @@ def _add_sections(
     extracted = {t.task_id for t in loaded if isinstance(t, BaseOperator)}
     pipeline = [t.task_id for t in dag.tasks if t.task_id not in existing or t.task_id in extracted]
     notifiers: list[Task] = []
-    if notify_success:
+    # The success task also keeps the DAG run's state honest: with only a failure notifier, that
+    # notifier (which succeeds) would be the only leaf and a failed run would look successful.
+    if notify_success or notify_failure:
         success = DbtflowNotifyOperator(task_id="notify_success", notifiers=notify_success, on="success")
         # Everything upstream, checks included, must succeed: the last section gates it.
         _chain(last, [success])
