@@ -209,3 +209,45 @@ def test_a_failure_is_mailed_to_the_owners_through_the_smtp_provider(
     (mail,) = received
     assert mail["To"] == "owners@example.com"
     assert mail["Subject"] == "shop_mail failed: check_enough_orders"
+
+
+PER_SOURCE_DAG = """
+from dbtflow import DbtProject
+from dbtflow.airflow.elt import FreshnessGate, elt_dag
+from dbtflow.airflow.notify import WebhookNotifier
+
+dag = elt_dag(
+    "shop_per_source",
+    DbtProject({project!r}),
+    freshness=FreshnessGate(per_source=True, poke_interval=1, timeout=3),
+    notify_success=[WebhookNotifier({url!r})],
+    notify_failure=[WebhookNotifier({url!r})],
+)
+"""
+
+
+def test_per_source_gates_hold_back_only_the_models_of_stale_sources(shop: dict[str, Any]) -> None:
+    old = datetime.now() - timedelta(days=2)
+    with duckdb.connect(str(shop["warehouse"])) as con:
+        con.execute("create schema raw")
+        file = next((shop["inbox"] / "orders").glob("*.csv"))
+        con.execute(f"create table raw.orders as select *, now() as _loaded_at from read_csv_auto('{file}')")
+        file = next((shop["inbox"] / "customers").glob("*.csv"))
+        con.execute(
+            f"create table raw.customers as select *, ? as _loaded_at from read_csv_auto('{file}')", [old]
+        )
+    source = PER_SOURCE_DAG.format(project=str(shop["project"]), url=shop["hook"].url)
+    with dag_file("shop_per_source", source) as path:
+        dag = load_dag(path, "shop_per_source")
+        assert dag.task_dict["dbt.stg_orders"].upstream_task_ids == {"fresh__raw__orders"}
+        assert dag.task_dict["dbt.stg_customers"].upstream_task_ids == {"fresh__raw__customers"}
+        state, tasks = run_dag(path, "shop_per_source")
+    # The run completes: the fresh source's models were built, the stale one's were skipped.
+    assert state == "success"
+    assert tasks["fresh__raw__orders"][0] == "success" and tasks["dbt.stg_orders"][0] == "success"
+    assert tasks["fresh__raw__customers"][0] == "skipped"
+    assert tasks["dbt.stg_customers"][0] == "skipped" and tasks["dbt.fct_orders"][0] == "skipped"
+    assert "main.stg_orders" in _tables(shop["warehouse"])
+    assert "main.stg_customers" not in _tables(shop["warehouse"])
+    (message,) = shop["hook"].messages
+    assert message["state"] == "stale" and message["stale_sources"] == ["source.shop.raw.customers"]

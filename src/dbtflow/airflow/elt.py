@@ -22,6 +22,7 @@ from dbtflow.airflow.freshness import DbtSourceFreshnessSensor
 from dbtflow.airflow.notify import DbtflowNotifyOperator
 from dbtflow.errors import DbtflowError
 from dbtflow.plan.build import as_tokens, make_plan
+from dbtflow.plan.naming import safe_id
 from dbtflow.project.config import DbtProject
 from dbtflow.project.freshness import gated_sources
 from dbtflow.project.invoke import selection_args
@@ -41,6 +42,10 @@ class FreshnessGate:
     timeout: float = 3600.0
     #: Skip dbt (instead of failing) when the sources stay stale.
     soft_fail: bool = False
+    #: per_model only: one gate per source, in front of the models that read it. Models whose
+    #: sources are stale wait, then are skipped (with their dependants), while the others run.
+    #: Each model task then runs its own dbt (``execution="per_task"``).
+    per_source: bool = False
 
 
 def _gate_sources(project: DbtProject, gate: FreshnessGate, dbt_kwargs: dict[str, Any]) -> list[str]:
@@ -120,7 +125,10 @@ def _add_sections(
     last: list[Task] = loaded
 
     gate = FreshnessGate() if freshness is True else freshness or None
-    if gate is not None and project is not None:
+    per_source = bool(gate and gate.per_source and dbt_kwargs.get("pattern", "per_model") == "per_model")
+    if per_source:
+        dbt_kwargs = {**dbt_kwargs, "execution": "per_task"}
+    if gate is not None and project is not None and not per_source:
         sources = _gate_sources(project, gate, dbt_kwargs)
         if sources:
             sensor = DbtSourceFreshnessSensor(
@@ -138,6 +146,8 @@ def _add_sections(
     group = dbt_task_group(project, group_id="dbt", **dbt_kwargs)
     if group is not None:
         _chain(last, [group])
+        if per_source and gate is not None and project is not None:
+            sections["freshness"] = _gate_each_source(dag, project, gate, group, last, dbt_kwargs)
         sections["dbt"] = last = [group]
 
     quality: list[Task] = list(checks)
@@ -177,6 +187,43 @@ def _add_sections(
         notifiers.append(failure)
     sections["notify"] = notifiers
     return sections
+
+
+def _gate_each_source(
+    dag: DAG,
+    project: DbtProject,
+    gate: FreshnessGate,
+    group: TaskGroup,
+    loaders: Sequence[Task],
+    dbt_kwargs: dict[str, Any],
+) -> list[Task]:
+    """One soft-failing gate per source, upstream of the model tasks that read it."""
+    graph = load_graph(project)
+    keys = ("pattern", "select", "exclude", "selector", "tests", "execution")
+    plan = make_plan(project, **{k: dbt_kwargs[k] for k in keys if k in dbt_kwargs})
+    wanted = set(_gate_sources(project, gate, dbt_kwargs))
+    sensors: dict[str, DbtSourceFreshnessSensor] = {}
+    for spec in plan.tasks:
+        if spec.main_node is None:
+            continue
+        task = dag.task_dict[f"{group.group_id}.{spec.task_id}"]
+        for uid in graph.direct_sources(spec.main_node):
+            if uid not in wanted:
+                continue
+            if uid not in sensors:
+                source = graph.sources[uid]
+                sensors[uid] = DbtSourceFreshnessSensor(
+                    task_id=safe_id(f"fresh__{source.source_name}__{source.name}"),
+                    project=project,
+                    sources=[uid],
+                    warn_is_fresh=gate.warn_is_fresh,
+                    poke_interval=gate.poke_interval,
+                    timeout=gate.timeout,
+                    soft_fail=True,
+                )
+                _chain(loaders, [sensors[uid]])
+            sensors[uid] >> task
+    return list(sensors.values())
 
 
 def _chain(upstream: Sequence[Task], downstream: Sequence[Task]) -> None:

@@ -45,7 +45,7 @@ class DbtflowNotifyOperator(BaseOperator):
     """Send ``notifiers`` the outcome of the tasks upstream of this one.
 
     ``on="success"`` runs when everything upstream succeeded; ``on="failure"`` runs once everything
-    upstream is done and is skipped when nothing failed.
+    upstream is done and is skipped when nothing failed and no source was stale.
     """
 
     ui_color = "#F2D398"
@@ -58,12 +58,20 @@ class DbtflowNotifyOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         outcome = self._outcome(context)
-        if self.on == "failure" and not (outcome["failed_tasks"] or outcome["not_run_tasks"]):
+        trouble = outcome["failed_tasks"] or outcome["not_run_tasks"] or outcome["stale_sources"]
+        if self.on == "failure" and not trouble:
             raise AirflowSkipException("Nothing failed: no failure notification.")
         context["dbtflow"] = outcome
         for notifier in self.notifiers:
             notifier(context)
         return outcome
+
+    def _state(self, states: dict[str, str]) -> str:
+        """``success``; ``failed`` when a task failed or did not run because of one; ``stale``
+        when the only trouble is stale sources whose models were skipped."""
+        if self.on == "success":
+            return "success"
+        return "failed" if any(s in ("failed", "upstream_failed") for s in states.values()) else "stale"
 
     def _outcome(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
@@ -83,7 +91,7 @@ class DbtflowNotifyOperator(BaseOperator):
         return {
             "dag_id": ti.dag_id,
             "run_id": ti.run_id,
-            "state": "success" if self.on == "success" else "failed",
+            "state": self._state(states),
             "models_built": sorted(set(built)),
             "failed_models": sorted(set(failed)),
             "stale_sources": sorted(set(stale)),

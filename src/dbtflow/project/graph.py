@@ -180,6 +180,22 @@ class DbtGraph:
                 found.add(parent)
         return tuple(sorted(found))
 
+    def direct_sources(self, unique_id: str) -> tuple[str, ...]:
+        """Sources the node reads itself, or through ephemeral models (which are part of its SQL)."""
+        found: set[str] = set()
+        stack = list(self.parents(unique_id))
+        seen: set[str] = set()
+        while stack:
+            parent = stack.pop()
+            if parent in seen:
+                continue
+            seen.add(parent)
+            if parent in self.sources:
+                found.add(parent)
+            elif parent in self.nodes and self.nodes[parent].is_ephemeral:
+                stack.extend(self.nodes[parent].depends_on)
+        return tuple(sorted(found))
+
     def upstream_sources(self, unique_ids: Iterable[str]) -> tuple[str, ...]:
         """Sources that the given nodes read, directly or through any chain of nodes."""
         found: set[str] = set()
