@@ -43,10 +43,14 @@ def load_new_files() -> dict[str, int]:
             for file in sorted((INBOX / table).glob("*.csv")):
                 rows = f"select *, current_timestamp as _loaded_at from read_csv_auto('{file}')"
                 exists = con.execute(
-                    "select count(*) from information_schema.tables where table_schema = 'raw' and table_name = ?",
+                    "select count(*) from information_schema.tables"
+                    " where table_schema = 'raw' and table_name = ?",
                     [table],
                 ).fetchone()
-                con.execute(f"insert into raw.{table} {rows}" if exists and exists[0] else f"create table raw.{table} as {rows}")
+                if exists and exists[0]:
+                    con.execute(f"insert into raw.{table} {rows}")
+                else:
+                    con.execute(f"create table raw.{table} as {rows}")
                 loaded[table] += 1
                 file.rename(done / file.name)
     return loaded
