@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(retry)
     retry.add_argument("--run-id", help="the DAG run to retry (default: the last one)")
 
+    timings = commands.add_parser(
+        "timings", help="the slowest models and those whose run time grows, from the run-time history"
+    )
+    timings.add_argument("--dag", help="only this DAG")
+    timings.add_argument("--last", type=int, default=20, help="runs per model to consider")
+    timings.add_argument("--top", type=int, default=15, help="how many of the slowest models to list")
+    timings.add_argument("--history-url", help="SQLAlchemy URL of the history (default: under DBTFLOW_HOME)")
+    timings.add_argument("--format", default="text", choices=["text", "json"])
+
     airflow = commands.add_parser(
         "airflow",
         help="Airflow's command line on the embedded Airflow (`dbtflow airflow connections add ...`)",
@@ -215,6 +224,34 @@ def _demo(args: argparse.Namespace) -> int:
     return _finish(outcome, args.summary_json)
 
 
+def _timings(args: argparse.Namespace) -> int:
+    from dbtflow.monitoring.history import History
+    from dbtflow.monitoring.trends import trends
+
+    found = trends(History(args.history_url).runs(dag_id=args.dag), last=args.last)
+    growing = [t for t in found if t.growing]
+    if args.format == "json":
+        print(
+            json.dumps(
+                {"slowest": [vars(t) for t in found[: args.top]], "growing": [vars(t) for t in growing]}
+            )
+        )
+        return 0
+    if not found:
+        print("No run-time history yet: run a DAG first.")
+        return 0
+    print(f"Slowest models (median of the last {args.last} successful runs):")
+    for t in found[: args.top]:
+        print(f"  {t.median_s:8.2f}s  last {t.last_s:7.2f}s  {t.runs:3d} runs  {t.unique_id}")
+    print("Growing:" if growing else "Growing: none")
+    for t in sorted(growing, key=lambda t: t.slope_per_run_s, reverse=True):
+        print(
+            f"  {t.unique_id}: +{t.slope_per_run_s:.3f}s per run, +{t.slope_per_week_s:.2f}s per week"
+            f" (median {t.median_s:.2f}s over {t.runs} runs)"
+        )
+    return 0
+
+
 def _airflow(args: argparse.Namespace) -> int:
     """Run Airflow's command line against the embedded Airflow (its database and fernet key)."""
     from dbtflow.runner.home import embedded_airflow
@@ -238,9 +275,8 @@ def _quiet_semaphore_warnings() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_semaphore_warnings()
     args = build_parser().parse_args(argv)
-    handler = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "airflow": _airflow}[
-        args.command
-    ]
+    handlers = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "timings": _timings}
+    handler = {**handlers, "airflow": _airflow}[args.command]
     try:
         return handler(args)
     except DbtflowError as exc:

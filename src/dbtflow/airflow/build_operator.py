@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowException
 from dbtflow.airflow.artifacts import TryArtifacts, artifacts_root
 from dbtflow.airflow.operators import DbtOperatorBase
 from dbtflow.airflow.task_log import DbtEventLogger
+from dbtflow.monitoring.history import record_task_results
 from dbtflow.project.batch import run_batch
 from dbtflow.project.manifest import load_graph
 from dbtflow.project.report import failure_summary, results_table
@@ -80,6 +81,7 @@ class DbtBuildOperator(DbtOperatorBase):
         if outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
         results = outcome.results
+        record_task_results(context, outcome.run.results, self.log)
         self.log.info("dbt results:\n%s", results_table(results))
         # What this try's dbt invocation ran (everything, or what `dbt retry` picked).
         summary = {**summarize(results), "ran": sorted(r.unique_id for r in outcome.run.results)}

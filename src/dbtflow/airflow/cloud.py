@@ -22,6 +22,7 @@ from airflow.providers.dbt.cloud.operators.dbt import DbtCloudRunJobOperator
 from airflow.providers.dbt.cloud.triggers.dbt import DbtCloudRunJobTrigger
 from airflow.sdk.exceptions import AirflowException
 
+from dbtflow.monitoring.history import record_task_results
 from dbtflow.project.report import failure_summary, results_table
 from dbtflow.project.results import NodeResult, results_from_run_results, summarize
 
@@ -88,17 +89,18 @@ class DbtCloudJobOperator(DbtCloudRunJobOperator):
             results = self._fetch_results()
             if not results:
                 raise
-            summary = self._publish(results)
+            summary = self._publish(context, results)
             context["ti"].xcom_push(key="return_value", value=summary)
             failed = [r for r in results if r.failed]
             detail = failure_summary(failed) if failed else "no node failed (a step outside dbt did)"
             raise AirflowException(f"{exc} Failed nodes:\n{detail}") from exc
         if not self.wait_for_termination:
             return self.run_id
-        return self._publish(self._fetch_results())
+        return self._publish(context, self._fetch_results())
 
-    def _publish(self, results: Sequence[NodeResult]) -> dict[str, Any]:
+    def _publish(self, context: Any, results: Sequence[NodeResult]) -> dict[str, Any]:
         self.log.info("dbt Cloud run %s results:\n%s", self.run_id, results_table(results))
+        record_task_results(context, results, self.log)
         return {**summarize(results), "job_run_id": self.run_id}
 
     def _fetch_results(self) -> list[NodeResult]:

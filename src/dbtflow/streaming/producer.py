@@ -8,12 +8,14 @@ the invocation visibly alive; if the process dies, the heartbeat stops and waiti
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dbtflow.monitoring.history import record_results
 from dbtflow.project.config import DbtProject
 from dbtflow.project.events import DbtEvent
 from dbtflow.project.graph import DbtGraph
@@ -24,6 +26,8 @@ from dbtflow.streaming.store import HEARTBEAT_EVERY_S, StateStore
 
 #: Node log lines kept per node (the newest ones when a node logs more).
 MAX_NODE_LOG_LINES = 500
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,8 @@ def build(
         recorder.close()
         _record_missing(store, key, invocation_id, outcome, recorder.recorded)
         store.finish_invocation(invocation_id, state, error)
+        if outcome.run is not None:
+            record_results(key.dag_id, key.run_id, key.task_id, key.try_number, outcome.run.results, _log)
     return outcome
 
 

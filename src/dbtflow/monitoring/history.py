@@ -1,0 +1,140 @@
+"""Run-time history: one record per node per task try, kept across runs for trends and reports.
+
+The store is a SQL table: a SQLite file under ``$DBTFLOW_HOME`` by default, any SQLAlchemy URL in
+production (``DBTFLOW_HISTORY_URL``, or the ``url`` argument). Every dbt invocation records what it
+ran, once: the streamed per_model invocation and nodes built alone (``dbtflow.streaming``), single
+and grouped tasks, and dbt Cloud jobs (from their ``run_results.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from dbtflow.project.config import dbtflow_home
+from dbtflow.project.results import NodeResult
+
+HISTORY_URL_ENV = "DBTFLOW_HISTORY_URL"
+
+metadata = sa.MetaData()
+node_runs = sa.Table(
+    "dbtflow_node_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=False),
+    sa.Column("try_number", sa.Integer, nullable=False),
+    sa.Column("unique_id", sa.String(500), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    #: When dbt started executing the node (epoch seconds), or when it was recorded.
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("execution_s", sa.Float, nullable=False),
+    sa.Column("rows_affected", sa.BigInteger),
+    sa.Index("ix_dbtflow_node_runs_node", "dag_id", "unique_id", "started_at"),
+)
+
+
+@dataclass(frozen=True)
+class NodeRun:
+    """One node's result in one task try, as the history keeps it."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    try_number: int
+    unique_id: str
+    status: str
+    started_at: float
+    execution_s: float
+    rows_affected: int | None = None
+
+
+def default_url() -> str:
+    return os.environ.get(HISTORY_URL_ENV) or f"sqlite:///{dbtflow_home() / 'history.db'}"
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+class History:
+    """The history store at ``url`` (created on first use)."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_url()
+        if self.url not in _ENGINES:
+            if self.url.startswith("sqlite:///"):
+                dbtflow_home().mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+            metadata.create_all(engine)
+            _ENGINES[self.url] = engine
+        self.engine = _ENGINES[self.url]
+
+    def record(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, results: Iterable[NodeResult]
+    ) -> int:
+        """Keep each result (skipped nodes too: their status is history); return how many."""
+        now = time.time()
+        rows = [
+            {
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "task_id": task_id,
+                "try_number": try_number,
+                "unique_id": r.unique_id,
+                "status": r.status,
+                "started_at": _epoch(r.started_at) or now,
+                "execution_s": float(r.execution_time or 0.0),
+                "rows_affected": r.rows_affected,
+            }
+            for r in results
+        ]
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(node_runs.insert(), rows)
+        return len(rows)
+
+    def runs(self, dag_id: str | None = None, unique_ids: Sequence[str] | None = None) -> list[NodeRun]:
+        """Every kept record, oldest first (optionally of one DAG or some nodes)."""
+        query = sa.select(node_runs).order_by(node_runs.c.started_at, node_runs.c.id)
+        if dag_id is not None:
+            query = query.where(node_runs.c.dag_id == dag_id)
+        if unique_ids is not None:
+            query = query.where(node_runs.c.unique_id.in_(list(unique_ids)))
+        with self.engine.connect() as conn:
+            return [
+                NodeRun(**{k: v for k, v in row._mapping.items() if k != "id"}) for row in conn.execute(query)
+            ]
+
+
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    try:
+        return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def record_results(
+    dag_id: str, run_id: str, task_id: str, try_number: int, results: Sequence[NodeResult], log: Any
+) -> None:
+    """Keep one invocation's node results in the history; a history that cannot be written is
+    logged and never fails the run."""
+    try:
+        History().record(dag_id, run_id, task_id, try_number, results)
+    except Exception as exc:  # the history is a by-product: the run's outcome stands
+        log.warning("Could not record the run-time history: %s", exc)
+
+
+def record_task_results(context: Any, results: Sequence[NodeResult], log: Any) -> None:
+    """``record_results`` for an Airflow task try (from its context)."""
+    ti = context["ti"]
+    record_results(ti.dag_id, ti.run_id, ti.task_id, int(ti.try_number), results, log)

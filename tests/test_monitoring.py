@@ -1,0 +1,88 @@
+"""Run-time history and growth trends: synthetic histories, and a real history of runs in which
+one model's input table grows every run."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import duckdb
+
+from dbtflow.monitoring.history import History, NodeRun
+from dbtflow.monitoring.trends import theil_sen, trends
+
+from conftest import run_cli
+
+DAY = 86400.0
+
+
+def _runs(uid: str, times: list[float]) -> list[NodeRun]:
+    return [
+        NodeRun("d", f"r{i}", "t", 1, uid, "success", started_at=1_700_000_000 + i * DAY, execution_s=s)
+        for i, s in enumerate(times)
+    ]
+
+
+def test_theil_sen_ignores_one_outlier() -> None:
+    assert theil_sen([0, 1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]) == 1.0
+    assert theil_sen([0, 1, 2, 3, 4, 5], [1, 2, 3, 400, 5, 6]) == 1.0
+
+
+def test_a_growing_model_is_flagged_and_noisy_flat_ones_are_not() -> None:
+    rng = random.Random(7)
+    growing = [10 + 0.8 * i + rng.uniform(-1, 1) for i in range(20)]
+    noisy_flat = [10 + rng.uniform(-3, 3) for _ in range(20)]
+    flat_with_spike = [10.0] * 19 + [60.0]
+    history = [*_runs("model.p.grows", growing), *_runs("model.p.flat", noisy_flat)]
+    history += _runs("model.p.spike", flat_with_spike)
+    found = {t.unique_id: t for t in trends(history)}
+    assert found["model.p.grows"].growing
+    assert 0.6 < found["model.p.grows"].slope_per_run_s < 1.0
+    assert abs(found["model.p.grows"].slope_per_week_s - 7 * found["model.p.grows"].slope_per_run_s) < 0.5
+    assert not found["model.p.flat"].growing
+    assert not found["model.p.spike"].growing
+    # A failed run is not a timing.
+    failed = NodeRun("d", "x", "t", 1, "model.p.flat", "error", 1_800_000_000, 999.0)
+    with_failure = {t.unique_id: t for t in trends([*history, failed])}
+    assert with_failure["model.p.flat"].median_s == found["model.p.flat"].median_s
+
+
+GROWER = """{{ config(materialized='table') }}
+select count(*) as pairs
+from main.events as a, main.events as b
+where (a.id + b.id) % 7 = 0
+"""
+STEADY = "{{ config(materialized='table') }}\nselect count(*) as n from range(1000)\n"
+
+
+def test_a_model_whose_input_grows_every_run_is_flagged_from_real_runs(tmp_path: Path) -> None:
+    project = tmp_path / "growth"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: growth\nprofile: growth\n")
+    database = tmp_path / "growth.duckdb"
+    (project / "profiles.yml").write_text(
+        f"growth:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: '{database}'\n"
+    )
+    (project / "models" / "grower.sql").write_text(GROWER)
+    (project / "models" / "steady.sql").write_text(STEADY)
+    history_url = f"sqlite:///{tmp_path / 'history.db'}"
+    env = {"DBTFLOW_HISTORY_URL": history_url}
+    for run in range(6):
+        # The source system delivers more events every day.
+        with duckdb.connect(str(database)) as con:
+            con.execute("create table if not exists main.events (id bigint)")
+            con.execute(
+                "insert into main.events select range from range(?, ?)", [run * 4000, (run + 1) * 4000]
+            )
+        done = run_cli("run", str(project), "--progress", "none", env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+    runs = History(history_url).runs(dag_id="dbtflow_growth")
+    assert {r.unique_id for r in runs} == {"model.growth.grower", "model.growth.steady"}
+    assert len([r for r in runs if r.unique_id == "model.growth.grower"]) == 6
+    timings = run_cli("timings", "--dag", "dbtflow_growth", "--format", "json", "--history-url", history_url)
+    assert timings.returncode == 0, timings.stderr
+    report = json.loads(timings.stdout)
+    assert [t["unique_id"] for t in report["growing"]] == ["model.growth.grower"]
+    text = run_cli("timings", "--history-url", history_url).stdout
+    assert "Growing:" in text and "model.growth.grower: +" in text
