@@ -48,7 +48,10 @@ def test_a_growing_model_is_flagged_and_noisy_flat_ones_are_not() -> None:
     assert with_failure["model.p.flat"].median_s == found["model.p.flat"].median_s
 
 
+# The growing model runs after the steady one, so that its growing work does not slow the steady
+# one down by competing for the CPU.
 GROWER = """{{ config(materialized='table') }}
+-- depends_on: {{ ref('steady') }}
 select count(*) as pairs
 from main.events as a, main.events as b
 where (a.id + b.id) % 7 = 0
@@ -86,3 +89,34 @@ def test_a_model_whose_input_grows_every_run_is_flagged_from_real_runs(tmp_path:
     assert [t["unique_id"] for t in report["growing"]] == ["model.growth.grower"]
     text = run_cli("timings", "--history-url", history_url).stdout
     assert "Growing:" in text and "model.growth.grower: +" in text
+    page = run_cli(
+        "report", "--dag", "dbtflow_growth", "--project", str(project), "--history-url", history_url,
+        "--out", str(tmp_path / "report"), env=env,
+    )  # fmt: skip
+    assert page.returncode == 0, page.stderr
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert "model.growth.grower" in index and "Critical path" in index
+    for plot in ("durations.png", "growers.png", "last_run.png"):
+        assert (tmp_path / "report" / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_critical_path_follows_the_parent_that_finished_last() -> None:
+    from dbtflow.monitoring.report import critical_path
+    from dbtflow.project.graph import graph_from_manifest, load_manifest_file
+
+    from conftest import FIXTURES
+
+    graph = graph_from_manifest(load_manifest_file(FIXTURES / "manifest_bikeshare_dbt110.json"))
+    timeline = {  # unique id -> (start, seconds)
+        "seed.bikeshare.raw_trips": (0, 1), "seed.bikeshare.raw_stations": (0, 3),
+        "model.bikeshare.stg_trips": (1, 1), "model.bikeshare.stg_stations": (3, 1),
+        "model.bikeshare.fct_trips": (2, 1), "model.bikeshare.dim_stations": (4, 1),
+        "model.bikeshare.station_daily_usage": (5, 2),
+    }  # fmt: skip
+    runs = [NodeRun("d", "r", "t", 1, uid, "success", start, secs) for uid, (start, secs) in timeline.items()]
+    assert critical_path(runs, graph) == [
+        "seed.bikeshare.raw_stations",
+        "model.bikeshare.stg_stations",
+        "model.bikeshare.dim_stations",
+        "model.bikeshare.station_daily_usage",
+    ]

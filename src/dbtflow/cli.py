@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     timings.add_argument("--history-url", help="SQLAlchemy URL of the history (default: under DBTFLOW_HOME)")
     timings.add_argument("--format", default="text", choices=["text", "json"])
 
+    report = commands.add_parser("report", help="an HTML report of run times with plots")
+    report.add_argument(
+        "--out", type=Path, help="folder for index.html (default: DBTFLOW_HOME/reports/<dag>)"
+    )
+    report.add_argument("--dag", help="only this DAG")
+    report.add_argument("--project", type=Path, help="the dbt project, to mark the last run's critical path")
+    report.add_argument("--last", type=int, default=20, help="runs per model to consider")
+    report.add_argument("--history-url", help="SQLAlchemy URL of the history (default: under DBTFLOW_HOME)")
+
     airflow = commands.add_parser(
         "airflow",
         help="Airflow's command line on the embedded Airflow (`dbtflow airflow connections add ...`)",
@@ -252,6 +261,19 @@ def _timings(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from dbtflow.monitoring.history import History
+    from dbtflow.monitoring.report import reports_folder, write_report
+    from dbtflow.project.config import DbtProject
+    from dbtflow.project.manifest import load_graph
+
+    graph = load_graph(DbtProject(args.project)) if args.project else None
+    history = History(args.history_url).runs(dag_id=args.dag)
+    out = args.out or reports_folder() / (args.dag or "all")
+    print(write_report(history, out, graph=graph, last=args.last))
+    return 0
+
+
 def _airflow(args: argparse.Namespace) -> int:
     """Run Airflow's command line against the embedded Airflow (its database and fernet key)."""
     from dbtflow.runner.home import embedded_airflow
@@ -276,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_semaphore_warnings()
     args = build_parser().parse_args(argv)
     handlers = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "timings": _timings}
-    handler = {**handlers, "airflow": _airflow}[args.command]
+    handler = {**handlers, "report": _report, "airflow": _airflow}[args.command]
     try:
         return handler(args)
     except DbtflowError as exc:
