@@ -203,7 +203,7 @@ def dbt_dag(
     """
     dag_kwargs.setdefault("catchup", False)
     dag_kwargs.setdefault("tags", ["dbt", pattern])
-    dag_kwargs.setdefault("doc_md", _doc(project, pattern, select, exclude, selector))
+    dag_kwargs.setdefault("doc_md", _doc(dag_id, project, pattern, select, exclude, selector))
     if default_args is not None:
         dag_kwargs["default_args"] = default_args
     with DAG(dag_id, schedule=schedule, start_date=start_date or DEFAULT_START, **dag_kwargs) as dag:
@@ -229,6 +229,7 @@ def dbt_dag(
 
 
 def _doc(
+    dag_id: str,
     project: DbtProject | None,
     pattern: str,
     select: str | Sequence[str] | None,
@@ -237,6 +238,11 @@ def _doc(
 ) -> str:
     what = f"dbt project **{project.name}** at `{project.path}`" if project is not None else "A dbt Cloud job"
     lines = [f"{what}, pattern `{pattern}`."]
+    lines.append(
+        "Run times, growth trends and the last run's critical path: "
+        f"[dbt run-time report](/dbtflow/reports/{dag_id}/index.html) "
+        f"(`dbtflow report --dag {dag_id}` refreshes it)."
+    )
     if select or exclude or selector:
         lines.append(
             f"Selection: select `{' '.join(as_tokens(select))}` exclude `{' '.join(as_tokens(exclude))}`"
