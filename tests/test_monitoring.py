@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from dbtflow.monitoring.history import History, NodeRun
 from dbtflow.monitoring.trends import theil_sen, trends
@@ -140,3 +141,82 @@ def test_the_airflow_plugin_serves_reports_that_each_dag_links_to(
     assert page.status_code == 200 and "model.p.grows" in page.text
     plugins = {e.name: e.value for e in entry_points(group="airflow.plugins")}
     assert plugins["dbtflow"] == "dbtflow.airflow.plugin:DbtflowPlugin"
+
+
+class OtlpReceiver:
+    """A local OTLP/HTTP logs endpoint that decodes what it receives."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+        self.records: list[dict[str, object]] = []
+        records = self.records
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                request = ExportLogsServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+                for resource_logs in request.resource_logs:
+                    service = {a.key: a.value.string_value for a in resource_logs.resource.attributes}
+                    for scope_logs in resource_logs.scope_logs:
+                        for log in scope_logs.log_records:
+                            attributes = {a.key: _any_value(a.value) for a in log.attributes}
+                            records.append(
+                                {"path": self.path, "service": service.get("service.name"),
+                                 "severity": log.severity_text, "body": log.body.string_value, **attributes}
+                            )  # fmt: skip
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _any_value(value: object) -> object:
+    kind = value.WhichOneof("value")  # type: ignore[attr-defined]
+    return getattr(value, kind) if kind else None
+
+
+def test_dbt_events_reach_an_otlp_receiver_and_json_lines(
+    bikeshare_dir: Path, warehouse: Path, airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagtest import dag_file, run_dag
+
+    receiver = OtlpReceiver()
+    lines = tmp_path / "dbt-events.jsonl"
+    monkeypatch.setenv("DBTFLOW_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv("DBTFLOW_LOG_JSON", str(lines))
+    source = f"""
+        from dbtflow import DbtProject, dbt_dag
+        dag = dbt_dag(DbtProject({str(bikeshare_dir)!r}), dag_id="forwarded", pattern="single")
+    """
+    try:
+        with dag_file("forwarded", source) as path:
+            state, _ = run_dag(path, "forwarded")
+    finally:
+        receiver.server.shutdown()
+    assert state == "success"
+    results = ("LogModelResult", "LogSeedResult")
+    finished = [r for r in receiver.records if r.get("dbt.event") in results]
+    assert {r["dbt.unique_id"] for r in finished} >= {"model.bikeshare.fct_trips", "seed.bikeshare.raw_trips"}
+    fct = next(r for r in finished if r["dbt.unique_id"] == "model.bikeshare.fct_trips")
+    assert fct["path"] == "/v1/logs" and fct["service"] == "dbtflow" and fct["severity"] == "INFO"
+    assert fct["airflow.dag_id"] == "forwarded" and fct["airflow.task_id"] == "dbt_build"
+    assert fct["airflow.try_number"] == 1 and fct["airflow.run_id"]
+    assert "fct_trips" in str(fct["body"])
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert len(records) == len(receiver.records)
+    done = next(
+        r for r in records if r["event"] == "LogModelResult" and r["unique_id"] == "model.bikeshare.fct_trips"
+    )
+    assert (
+        done["dag_id"] == "forwarded" and done["duration_s"] is not None and done["timestamp"].endswith("Z")
+    )

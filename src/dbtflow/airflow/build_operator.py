@@ -18,6 +18,7 @@ from airflow.sdk.exceptions import AirflowException
 from dbtflow.airflow.artifacts import TryArtifacts, artifacts_root
 from dbtflow.airflow.operators import DbtOperatorBase
 from dbtflow.airflow.task_log import DbtEventLogger
+from dbtflow.monitoring.forwarding import EventForwarder, RunContext
 from dbtflow.monitoring.history import record_task_results
 from dbtflow.project.batch import run_batch
 from dbtflow.project.manifest import load_graph
@@ -67,13 +68,19 @@ class DbtBuildOperator(DbtOperatorBase):
         selection = self.selection
         if selection is None:
             selection = exact_selection(load_graph(self.project), self.unique_ids)
-        outcome = run_batch(
-            self.project,
-            [*self.command, *selection],
-            previous=previous[1] if previous else None,
-            threads=self.threads,
-            on_event=DbtEventLogger(self.log),
+        forwarder = EventForwarder(
+            RunContext(ti.dag_id, ti.run_id, ti.task_id, try_number), also=DbtEventLogger(self.log)
         )
+        try:
+            outcome = run_batch(
+                self.project,
+                [*self.command, *selection],
+                previous=previous[1] if previous else None,
+                threads=self.threads,
+                on_event=forwarder,
+            )
+        finally:
+            forwarder.close()
         if outcome.mode == "retry":
             self.log.info("dbt retry ran %d node(s) that failed or were skipped.", len(outcome.retried))
         if outcome.document is not None:

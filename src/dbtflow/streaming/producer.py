@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dbtflow.monitoring.forwarding import EventForwarder, RunContext
 from dbtflow.monitoring.history import record_results
 from dbtflow.project.config import DbtProject
 from dbtflow.project.events import DbtEvent
@@ -167,7 +168,8 @@ def build(
         return outcome
     key, invocation_id = outcome.key, outcome.invocation_id
     flags = _build_flags(graph, outcome, selection)
-    recorder = _Recorder(store, key, invocation_id, on_event)
+    forwarder = EventForwarder(RunContext(key.dag_id, key.run_id, key.task_id, key.try_number), on_event)
+    recorder = _Recorder(store, key, invocation_id, forwarder)
     heartbeat = _Heartbeat(store, invocation_id)
     state: str = "failed"
     error: str | None = "dbtflow stopped before dbt finished"
@@ -184,6 +186,7 @@ def build(
     finally:
         heartbeat.close()
         recorder.close()
+        forwarder.close()
         _record_missing(store, key, invocation_id, outcome, recorder.recorded)
         store.finish_invocation(invocation_id, state, error)
         if outcome.run is not None:
