@@ -101,13 +101,11 @@ class History:
                 conn.execute(node_runs.insert(), rows)
         return len(rows)
 
-    def runs(self, dag_id: str | None = None, unique_ids: Sequence[str] | None = None) -> list[NodeRun]:
-        """Every kept record, oldest first (optionally of one DAG or some nodes)."""
+    def runs(self, dag_id: str | None = None) -> list[NodeRun]:
+        """Every kept record, oldest first (optionally of one DAG)."""
         query = sa.select(node_runs).order_by(node_runs.c.started_at, node_runs.c.id)
         if dag_id is not None:
             query = query.where(node_runs.c.dag_id == dag_id)
-        if unique_ids is not None:
-            query = query.where(node_runs.c.unique_id.in_(list(unique_ids)))
         with self.engine.connect() as conn:
             return [
                 NodeRun(**{k: v for k, v in row._mapping.items() if k != "id"}) for row in conn.execute(query)
