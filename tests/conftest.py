@@ -141,3 +141,8 @@ FAIL_ONCE_SQL = (
     "select case when (select count(*) from glob('{{ env_var(\"FLAG_DIR\") }}/attempt_*.csv')) < 2\n"
     "            then error('fails on its first attempt') else 1 end as ok\n"
 )
+
+SLOW_SQL = """select count(*) as n
+from range({{ var('slow_n', 10) }}) as a, range({{ var('slow_n', 10) }}) as b
+where (a.range * 7 + b.range) % 13 = 0
+"""

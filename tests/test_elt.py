@@ -8,6 +8,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +30,9 @@ class Webhook:
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
-        received = self.messages
+        #: When each message arrived (epoch seconds).
+        self.arrivals: list[float] = []
+        received, arrivals = self.messages, self.arrivals
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
@@ -38,6 +41,7 @@ class Webhook:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 received.append(json.loads(self.rfile.read(length)))
+                arrivals.append(time.time())
                 self.send_response(204)
                 self.end_headers()
 

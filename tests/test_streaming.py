@@ -20,12 +20,7 @@ from dbtflow.project.manifest import load_graph, load_manifest
 from dbtflow.streaming.producer import RunKey, build_claimed, claim_nodes
 from dbtflow.streaming.store import StateStore
 
-from conftest import AIRFLOW_HOME, FAIL_ONCE_SQL, run_cli
-
-SLOW_SQL = """select count(*) as n
-from range({{ var('slow_n', 10) }}) as a, range({{ var('slow_n', 10) }}) as b
-where (a.range * 7 + b.range) % 13 = 0
-"""
+from conftest import AIRFLOW_HOME, FAIL_ONCE_SQL, SLOW_SQL, run_cli
 
 
 def _built_by_invocation(dag_id: str, run_id: str) -> dict[str, dict[str, str]]:

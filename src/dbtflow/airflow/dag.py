@@ -15,6 +15,7 @@ from airflow.sdk import DAG, BaseOperator, TaskGroup
 from dbtflow.airflow.build_operator import DbtBuildOperator
 from dbtflow.airflow.operators import DbtNodeOperator, DbtProducerOperator
 from dbtflow.errors import DbtflowError
+from dbtflow.monitoring.deadlines import ModelDeadlines
 from dbtflow.plan.build import as_tokens, make_plan
 from dbtflow.plan.grouped import GroupBy
 from dbtflow.plan.model import TaskKind, TaskPlan
@@ -45,6 +46,7 @@ def add_plan_tasks(
     state_url: str | None,
     operator_kwargs: dict[str, Any],
     build_kwargs: dict[str, Any] | None = None,
+    model_deadlines: ModelDeadlines | None = None,
 ) -> dict[str, BaseOperator]:
     """Create an operator per task of the plan, in the current DAG or task group, and link them."""
     operators: dict[str, BaseOperator] = {}
@@ -60,6 +62,7 @@ def add_plan_tasks(
                 task_id=spec.task_id,
                 unique_ids=spec.nodes,
                 selection=plan.producer_selection,
+                model_deadlines=model_deadlines,
                 **common,
             )
             continue
@@ -68,6 +71,7 @@ def add_plan_tasks(
                 task_id=spec.task_id,
                 unique_ids=spec.nodes,
                 selection=spec.selection,
+                model_deadlines=model_deadlines,
                 **(build_kwargs or {}),
                 **common,
             )
@@ -106,6 +110,7 @@ def dbt_task_group(
     artifacts_url: str | None = None,
     artifacts_conn_id: str | None = None,
     cloud_job: DbtCloudJob | None = None,
+    model_deadlines: ModelDeadlines | None = None,
     operator_kwargs: dict[str, Any] | None = None,
 ) -> TaskGroup | None:
     """Add the project's tasks to the DAG being defined, inside a task group (or not, with ``group_id=None``).
@@ -123,6 +128,8 @@ def dbt_task_group(
     ``group_by`` (grouped): ``folder`` (the top folder under ``models/``), ``tag`` (a node's first
     tag) or a function from a ``dbtflow.Node`` to a group name.
     ``command`` (single and grouped): the dbt command each task runs, ``("build",)`` by default.
+    ``model_deadlines``: a ``dbtflow.monitoring.deadlines.ModelDeadlines``; its notifiers are told
+    while a model runs past its expected duration (streamed per_model, single and grouped).
     ``artifacts_url`` / ``artifacts_conn_id`` (single and grouped): Airflow object storage where a
     try keeps its ``run_results.json`` for the next try's ``dbt retry`` (default: the dbtflow home,
     or ``$DBTFLOW_ARTIFACTS_URL``); use shared storage when retries may run on another machine.
@@ -163,6 +170,7 @@ def dbt_task_group(
                 "artifacts_url": artifacts_url,
                 "artifacts_conn_id": artifacts_conn_id,
             },
+            model_deadlines=model_deadlines,
         )
 
     if group_id is None:
@@ -193,6 +201,7 @@ def dbt_dag(
     artifacts_url: str | None = None,
     artifacts_conn_id: str | None = None,
     cloud_job: DbtCloudJob | None = None,
+    model_deadlines: ModelDeadlines | None = None,
     default_args: dict[str, Any] | None = None,
     operator_kwargs: dict[str, Any] | None = None,
     **dag_kwargs: Any,
@@ -223,6 +232,7 @@ def dbt_dag(
             artifacts_url=artifacts_url,
             artifacts_conn_id=artifacts_conn_id,
             cloud_job=cloud_job,
+            model_deadlines=model_deadlines,
             operator_kwargs=operator_kwargs,
         )
     return dag

@@ -17,14 +17,16 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 from airflow.triggers.base import StartTriggerArgs
 
+from dbtflow.airflow.deadlines import model_deadline_watch
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.triggers import InvocationTrigger, NodeResultTrigger
+from dbtflow.monitoring.deadlines import ModelDeadlines
 from dbtflow.project.config import DbtProject
 from dbtflow.project.manifest import load_graph, load_manifest
 from dbtflow.project.report import failure_summary, results_table
 from dbtflow.project.results import NodeResult, summarize
 from dbtflow.streaming.consumer import Action, Watch, decide
-from dbtflow.streaming.producer import RunKey, build_claimed
+from dbtflow.streaming.producer import BuildOutcome, RunKey, build_claimed
 from dbtflow.streaming.store import StateStore
 
 DBT_COLOR = "#FF694B"
@@ -199,10 +201,13 @@ class DbtProducerOperator(DbtOperatorBase):
     builds the nodes that have not succeeded in this DAG run (and nobody else is building).
     """
 
-    def __init__(self, *, selection: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, *, selection: Sequence[str] = (), model_deadlines: ModelDeadlines | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("priority_weight", 1000)
         super().__init__(**kwargs)
         self.selection = list(selection)
+        self.model_deadlines = model_deadlines
 
     def start_in_triggerer(self) -> None:
         """Start in the triggerer: attach to a live invocation of the run if one exists, else build.
@@ -220,10 +225,8 @@ class DbtProducerOperator(DbtOperatorBase):
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         return self.execute(context)
 
-    def execute(self, context: Any) -> Any:
-        key = _run_key(context)
-        store = self._store()
-        outcome = build_claimed(
+    def _build(self, context: Any, key: RunKey, store: StateStore, on_event: Any) -> BuildOutcome:
+        return build_claimed(
             self.project,
             load_graph(self.project),
             lambda: load_manifest(self.project),
@@ -232,9 +235,22 @@ class DbtProducerOperator(DbtOperatorBase):
             self.unique_ids,
             selection=self.selection,
             threads=self.threads,
-            on_event=DbtEventLogger(self.log),
+            on_event=on_event,
             skip_succeeded=True,
         )
+
+    def execute(self, context: Any) -> Any:
+        key = _run_key(context)
+        store = self._store()
+        on_event: Any = DbtEventLogger(self.log)
+        watch = None
+        if self.model_deadlines is not None:
+            on_event = watch = model_deadline_watch(self.model_deadlines, context, self.log, on_event)
+        try:
+            outcome = self._build(context, key, store, on_event)
+        finally:
+            if watch is not None:
+                watch.close()
         if outcome.held_elsewhere:
             self.log.info(
                 "%d node(s) are being built by another invocation of this run; waiting for them.",
