@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dbtflow.monitoring.history import History
 from dbtflow.testing.deployment import airflow_deployment
 from fake_dbt_cloud import FakeDbtCloud, FakeJob
 
@@ -80,6 +81,9 @@ def test_a_successful_job_publishes_every_nodes_result(cloud: FakeDbtCloud, airf
     assert set(summary["nodes"]) == {uid for uid, _ in NODES}
     assert summary["nodes"]["model.shop.orders"]["rows_affected"] == 3
     assert ("POST", "/api/v2/accounts/1/jobs/11/run/") in cloud.requests
+    # The job's per-node results went into the run-time history too.
+    recorded = {r.unique_id for r in History().runs(dag_id="cloud_ok")}
+    assert recorded == {uid for uid, _ in NODES}
 
 
 def test_an_errored_job_fails_with_the_failed_models(cloud: FakeDbtCloud, airflow_db: Path) -> None:

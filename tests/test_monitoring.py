@@ -220,3 +220,27 @@ def test_dbt_events_reach_an_otlp_receiver_and_json_lines(
     assert (
         done["dag_id"] == "forwarded" and done["duration_s"] is not None and done["timestamp"].endswith("Z")
     )
+
+
+def test_the_history_lives_in_postgresql_when_configured(tmp_path: Path) -> None:
+    from postgres import ensure_local_server, psql
+
+    ensure_local_server()
+    psql("drop database if exists dbtflow_history")
+    psql("create database dbtflow_history")
+    url = "postgresql+psycopg2://postgres@127.0.0.1:5432/dbtflow_history"
+    project = tmp_path / "tiny"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: tiny\nprofile: tiny\n")
+    warehouse = tmp_path / "t.duckdb"
+    (project / "profiles.yml").write_text(
+        f"tiny:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: '{warehouse}'\n"
+    )
+    (project / "models" / "one.sql").write_text("select 1 as x\n")
+    done = run_cli(
+        "run", str(project), "--pattern", "single", "--progress", "none", env={"DBTFLOW_HISTORY_URL": url}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = History(url).runs(dag_id="dbtflow_tiny_single")
+    assert run.unique_id == "model.tiny.one" and run.status == "success" and run.task_id == "dbt_build"
+    assert "1" in psql("select count(*) from dbtflow_node_runs", database="dbtflow_history")
