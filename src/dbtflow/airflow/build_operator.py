@@ -16,10 +16,8 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 
 from dbtflow.airflow.artifacts import TryArtifacts, artifacts_root
-from dbtflow.airflow.deadlines import model_deadline_watch
 from dbtflow.airflow.operators import DbtOperatorBase
 from dbtflow.airflow.task_log import DbtEventLogger
-from dbtflow.monitoring.deadlines import ModelDeadlines
 from dbtflow.monitoring.forwarding import EventForwarder, RunContext
 from dbtflow.monitoring.history import record_task_results
 from dbtflow.project.batch import run_batch
@@ -46,11 +44,9 @@ class DbtBuildOperator(DbtOperatorBase):
         command: Sequence[str] = ("build",),
         artifacts_url: str | None = None,
         artifacts_conn_id: str | None = None,
-        model_deadlines: ModelDeadlines | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.model_deadlines = model_deadlines
         self.selection = None if selection is None else list(selection)
         self.command = list(command)
         self.artifacts_url = artifacts_url
@@ -75,20 +71,16 @@ class DbtBuildOperator(DbtOperatorBase):
         forwarder = EventForwarder(
             RunContext(ti.dag_id, ti.run_id, ti.task_id, try_number), also=DbtEventLogger(self.log)
         )
-        on_event = watch = None
-        if self.model_deadlines is not None:
-            on_event = watch = model_deadline_watch(self.model_deadlines, context, self.log, forwarder)
         try:
-            outcome = run_batch(
-                self.project,
-                [*self.command, *selection],
-                previous=previous[1] if previous else None,
-                threads=self.threads,
-                on_event=on_event or forwarder,
-            )
+            with self._watched(context, forwarder) as on_event:
+                outcome = run_batch(
+                    self.project,
+                    [*self.command, *selection],
+                    previous=previous[1] if previous else None,
+                    threads=self.threads,
+                    on_event=on_event,
+                )
         finally:
-            if watch is not None:
-                watch.close()
             forwarder.close()
         if outcome.mode == "retry":
             self.log.info("dbt retry ran %d node(s) that failed or were skipped.", len(outcome.retried))

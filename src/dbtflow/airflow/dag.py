@@ -51,7 +51,13 @@ def add_plan_tasks(
     """Create an operator per task of the plan, in the current DAG or task group, and link them."""
     operators: dict[str, BaseOperator] = {}
     produced = set(plan.task(plan.producer).nodes) if plan.producer else set()
-    common = {"project": project, "threads": threads, "state_url": state_url, **operator_kwargs}
+    common = {
+        "project": project,
+        "threads": threads,
+        "state_url": state_url,
+        "model_deadlines": model_deadlines,
+        **operator_kwargs,
+    }
     # A profile read from a Kubernetes Secret gives each task the pod override that mounts it.
     executor_config = getattr(project.profile_source, "executor_config", None)
     if executor_config is not None and "executor_config" not in operator_kwargs:
@@ -62,7 +68,6 @@ def add_plan_tasks(
                 task_id=spec.task_id,
                 unique_ids=spec.nodes,
                 selection=plan.producer_selection,
-                model_deadlines=model_deadlines,
                 **common,
             )
             continue
@@ -71,7 +76,6 @@ def add_plan_tasks(
                 task_id=spec.task_id,
                 unique_ids=spec.nodes,
                 selection=spec.selection,
-                model_deadlines=model_deadlines,
                 **(build_kwargs or {}),
                 **common,
             )
@@ -129,7 +133,7 @@ def dbt_task_group(
     tag) or a function from a ``dbtflow.Node`` to a group name.
     ``command`` (single and grouped): the dbt command each task runs, ``("build",)`` by default.
     ``model_deadlines``: a ``dbtflow.monitoring.deadlines.ModelDeadlines``; its notifiers are told
-    while a model runs past its expected duration (streamed per_model, single and grouped).
+    while a model runs past its expected duration (in any task that runs dbt).
     ``artifacts_url`` / ``artifacts_conn_id`` (single and grouped): Airflow object storage where a
     try keeps its ``run_results.json`` for the next try's ``dbt retry`` (default: the dbtflow home,
     or ``$DBTFLOW_ARTIFACTS_URL``); use shared storage when retries may run on another machine.

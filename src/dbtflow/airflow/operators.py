@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -51,6 +52,7 @@ class DbtOperatorBase(BaseOperator):
         unique_ids: Sequence[str],
         threads: int | None = None,
         state_url: str | None = None,
+        model_deadlines: ModelDeadlines | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -58,6 +60,19 @@ class DbtOperatorBase(BaseOperator):
         self.unique_ids = list(unique_ids)
         self.threads = threads
         self.state_url = state_url
+        self.model_deadlines = model_deadlines
+
+    @contextmanager
+    def _watched(self, context: Any, on_event: Any) -> Iterator[Any]:
+        """``on_event``, watched for models that outlive their expected durations (when set)."""
+        if self.model_deadlines is None:
+            yield on_event
+            return
+        watch = model_deadline_watch(self.model_deadlines, context, self.log, on_event)
+        try:
+            yield watch
+        finally:
+            watch.close()
 
     def _store(self) -> StateStore:
         return StateStore(self.state_url)
@@ -169,16 +184,17 @@ class DbtNodeOperator(DbtOperatorBase):
 
     def _build_alone(self, context: Any) -> Any:
         key = _run_key(context)
-        outcome = build_claimed(
-            self.project,
-            load_graph(self.project),
-            lambda: load_manifest(self.project),
-            self._store(),
-            key,
-            self.unique_ids,
-            threads=self.threads,
-            on_event=DbtEventLogger(self.log),
-        )
+        with self._watched(context, DbtEventLogger(self.log)) as on_event:
+            outcome = build_claimed(
+                self.project,
+                load_graph(self.project),
+                lambda: load_manifest(self.project),
+                self._store(),
+                key,
+                self.unique_ids,
+                threads=self.threads,
+                on_event=on_event,
+            )
         if outcome.held_elsewhere:
             self.log.info(
                 "Another dbt invocation is building %s; waiting for its results.",
@@ -201,13 +217,10 @@ class DbtProducerOperator(DbtOperatorBase):
     builds the nodes that have not succeeded in this DAG run (and nobody else is building).
     """
 
-    def __init__(
-        self, *, selection: Sequence[str] = (), model_deadlines: ModelDeadlines | None = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, selection: Sequence[str] = (), **kwargs: Any) -> None:
         kwargs.setdefault("priority_weight", 1000)
         super().__init__(**kwargs)
         self.selection = list(selection)
-        self.model_deadlines = model_deadlines
 
     def start_in_triggerer(self) -> None:
         """Start in the triggerer: attach to a live invocation of the run if one exists, else build.
@@ -225,7 +238,7 @@ class DbtProducerOperator(DbtOperatorBase):
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         return self.execute(context)
 
-    def _build(self, context: Any, key: RunKey, store: StateStore, on_event: Any) -> BuildOutcome:
+    def _build(self, key: RunKey, store: StateStore, on_event: Any) -> BuildOutcome:
         return build_claimed(
             self.project,
             load_graph(self.project),
@@ -242,15 +255,8 @@ class DbtProducerOperator(DbtOperatorBase):
     def execute(self, context: Any) -> Any:
         key = _run_key(context)
         store = self._store()
-        on_event: Any = DbtEventLogger(self.log)
-        watch = None
-        if self.model_deadlines is not None:
-            on_event = watch = model_deadline_watch(self.model_deadlines, context, self.log, on_event)
-        try:
-            outcome = self._build(context, key, store, on_event)
-        finally:
-            if watch is not None:
-                watch.close()
+        with self._watched(context, DbtEventLogger(self.log)) as on_event:
+            outcome = self._build(key, store, on_event)
         if outcome.held_elsewhere:
             self.log.info(
                 "%d node(s) are being built by another invocation of this run; waiting for them.",

@@ -58,7 +58,7 @@ def trend(
     runs: Sequence[NodeRun],
     *,
     min_growth: float = 0.02,
-    min_slope_s: float = 0.01,
+    min_slope_s: float = 0.02,
     min_runs: int = 5,
 ) -> Trend:
     """The trend of one node's runs (oldest first, successful ones only)."""
@@ -67,7 +67,7 @@ def trend(
     per_run = theil_sen([float(i) for i in range(len(times))], times) if len(times) > 1 else 0.0
     per_second = theil_sen([r.started_at for r in runs], times) if len(times) > 1 else 0.0
     agreement = _agreement(times)
-    growing = len(times) >= min_runs and median > 0 and per_run >= min_growth * median and agreement >= 0.7
+    growing = len(times) >= min_runs and per_run >= max(min_growth * median, min_slope_s) and agreement >= 0.8
     return Trend(
         unique_id=unique_id,
         runs=len(times),
