@@ -186,6 +186,23 @@ def dbt_task_group(
     return group
 
 
+def new_dag(
+    dag_id: str,
+    *,
+    schedule: Any,
+    start_date: datetime | None,
+    default_args: dict[str, Any] | None,
+    tags: list[str],
+    **dag_kwargs: Any,
+) -> DAG:
+    """An Airflow ``DAG`` with dbtflow's defaults: no catch-up, dbt tags, a fixed start date."""
+    dag_kwargs.setdefault("catchup", False)
+    dag_kwargs.setdefault("tags", tags)
+    if default_args is not None:
+        dag_kwargs["default_args"] = default_args
+    return DAG(dag_id, schedule=schedule, start_date=start_date or DEFAULT_START, **dag_kwargs)
+
+
 def dbt_dag(
     project: DbtProject | None,
     *,
@@ -214,12 +231,12 @@ def dbt_dag(
 
     Other keyword arguments go to Airflow's ``DAG`` (``catchup``, ``tags``, ``max_active_tasks``...).
     """
-    dag_kwargs.setdefault("catchup", False)
-    dag_kwargs.setdefault("tags", ["dbt", pattern])
     dag_kwargs.setdefault("doc_md", _doc(dag_id, project, pattern, select, exclude, selector))
-    if default_args is not None:
-        dag_kwargs["default_args"] = default_args
-    with DAG(dag_id, schedule=schedule, start_date=start_date or DEFAULT_START, **dag_kwargs) as dag:
+    dag = new_dag(
+        dag_id, schedule=schedule, start_date=start_date, default_args=default_args, tags=["dbt", pattern],
+        **dag_kwargs,
+    )  # fmt: skip
+    with dag:
         dbt_task_group(
             project,
             group_id=None,

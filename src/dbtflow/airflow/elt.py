@@ -17,7 +17,7 @@ from airflow.sdk import DAG, BaseNotifier, BaseOperator, TaskGroup
 from airflow.sdk.definitions._internal.contextmanager import DagContext
 
 from dbtflow.airflow.build_operator import DbtBuildOperator
-from dbtflow.airflow.dag import DEFAULT_START, dbt_task_group
+from dbtflow.airflow.dag import dbt_task_group, new_dag
 from dbtflow.airflow.freshness import DbtSourceFreshnessSensor
 from dbtflow.airflow.notify import DbtflowNotifyOperator
 from dbtflow.errors import DbtflowError
@@ -249,12 +249,15 @@ def elt_dag(
     **dbt_kwargs: Any,
 ) -> DAG:
     """A DAG with the ELT layout; see ``elt_task_group`` for the sections."""
-    extra = dict(dag_kwargs or {})
-    extra.setdefault("catchup", False)
-    extra.setdefault("tags", ["dbt", "elt"])
-    if default_args is not None:
-        extra["default_args"] = default_args
-    with DAG(dag_id, schedule=schedule, start_date=start_date or DEFAULT_START, **extra) as dag:
+    dag = new_dag(
+        dag_id,
+        schedule=schedule,
+        start_date=start_date,
+        default_args=default_args,
+        tags=["dbt", "elt"],
+        **dict(dag_kwargs or {}),
+    )
+    with dag:
         elt_task_group(
             project,
             group_id=None,
