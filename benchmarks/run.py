@@ -409,9 +409,7 @@ def retry_bench(repeats: int) -> tuple[Result, Result, Result]:
                     "create table main.late_input as select trip_id, 'late' as note from main.fct_trips"
                 )
             result.seconds.append(
-                timed(
-                    [dbtflow, "retry", str(path), "--progress", "none", "--threads", THREADS, *flags], env=env
-                )
+                timed([dbtflow, "retry", "dbtflow_bikeshare", "--progress", "none", *flags], env=env)
             )
         dbt = str(BIN / "dbt")
         bare.seconds.append(

@@ -95,7 +95,9 @@ def test_single_task_fails_with_the_failed_nodes_and_a_clear_retries_them(
     assert "model.bikeshare.fct_trips" in to_retry and "model.bikeshare.dim_stations" not in to_retry
 
     model.write_text(good)
-    second = run_cli("retry", str(own_bikeshare), *args)
+    second = run_cli(
+        "retry", "dbtflow_bikeshare_single", "--progress", "none", "--summary-json", str(summary)
+    )
     assert second.returncode == 0, second.stdout + second.stderr
     assert _summary(summary)[1] == {"dbt_build": ("success", 2)}
     retried = _xcom("dbtflow_bikeshare_single", run_id, "dbt_build")
@@ -125,7 +127,9 @@ def test_grouped_tasks_follow_dbt_edges_and_a_retry_reruns_only_the_groups_failu
     assert "model.bikeshare.stg_stations" in staging_first["ran"]
 
     model.write_text(good)
-    second = run_cli("retry", str(own_bikeshare), *args)
+    second = run_cli(
+        "retry", "dbtflow_bikeshare_grouped", "--progress", "none", "--summary-json", str(summary)
+    )
     assert second.returncode == 0, second.stdout + second.stderr
     _, tasks = _summary(summary)
     assert tasks["seeds"] == ("success", 1) and tasks["staging"] == ("success", 2)

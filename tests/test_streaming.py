@@ -54,7 +54,7 @@ def test_retry_rebuilds_only_failed_nodes_and_their_downstream(
 
     model.write_text(good)
     second = run_cli(
-        "retry", str(own_bikeshare), "--progress", "none", "--summary-json", str(summary), *flags
+        "retry", "dbtflow_bikeshare", "--progress", "none", "--summary-json", str(summary), *flags
     )
     assert second.returncode == 0, second.stdout + second.stderr
     retried_run, state, tasks = _summary(summary)

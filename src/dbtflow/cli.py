@@ -95,11 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_args(run)
 
     retry = commands.add_parser(
-        "retry", help="re-run the failed tasks of the last DAG run (and their downstream), in that run"
+        "retry",
+        help="clear the failed tasks of a DAG run and their downstream, run them again in that run, report",
     )
-    _add_project_args(retry)
-    _add_run_args(retry)
-    retry.add_argument("--run-id", help="the DAG run to retry (default: the last one)")
+    retry.add_argument("dag_id", help="the DAG (as `dbtflow run` printed it, or a deployment's DAG id)")
+    retry.add_argument("--run-id", help="the DAG run to retry (default: the newest one)")
+    retry.add_argument("--summary-json", type=Path, help="write the run's outcome as JSON to this file")
+    retry.add_argument(
+        "--progress", default="auto", choices=["auto", "live", "plain", "none"], help="progress display"
+    )
+    retry.add_argument(
+        "--api-url",
+        default=os.environ.get("DBTFLOW_AIRFLOW_API_URL"),
+        help="an Airflow deployment's api-server URL (default: $DBTFLOW_AIRFLOW_API_URL; without it, "
+        "the runs of `dbtflow run` under $DBTFLOW_HOME). Credentials come from the environment: "
+        "DBTFLOW_AIRFLOW_TOKEN, or DBTFLOW_AIRFLOW_USERNAME and DBTFLOW_AIRFLOW_PASSWORD",
+    )
+    retry.add_argument("--timeout", type=float, help="seconds to wait for the run to end (deployment)")
+    retry.add_argument("--concurrency", type=int, help="tasks running at once (`dbtflow run` runs)")
+    retry.add_argument(
+        "--no-head-start",
+        action="store_true",
+        help="rebuild each cleared task's nodes in the task, not in one invocation (`dbtflow run` runs)",
+    )
 
     timings = commands.add_parser(
         "timings", help="the slowest models and those whose run time grows, from the run-time history"
@@ -169,9 +187,23 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
-    from dbtflow.runner.run import retry_project
+    if args.api_url:
+        from dbtflow.runner.remote import retry_remote
 
-    return _finish(retry_project(_request(args), args.run_id), args.summary_json)
+        outcome = retry_remote(
+            args.api_url, args.dag_id, args.run_id, progress=args.progress, timeout_s=args.timeout
+        )
+    else:
+        from dbtflow.runner.run import retry_dag
+
+        outcome = retry_dag(
+            args.dag_id,
+            args.run_id,
+            head_start=False if args.no_head_start else None,
+            progress=args.progress,
+            concurrency=args.concurrency,
+        )
+    return _finish(outcome, args.summary_json)
 
 
 def _finish(outcome: Any, summary_json: Path | None) -> int:

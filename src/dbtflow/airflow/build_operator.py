@@ -16,7 +16,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 
 from dbtflow.airflow.artifacts import TryArtifacts, artifacts_root
-from dbtflow.airflow.operators import DbtOperatorBase
+from dbtflow.airflow.operators import DbtOperatorBase, run_key
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.monitoring.forwarding import EventForwarder, RunContext
 from dbtflow.monitoring.history import record_task_results
@@ -25,6 +25,7 @@ from dbtflow.project.manifest import load_graph
 from dbtflow.project.report import failure_summary, results_table
 from dbtflow.project.results import summarize
 from dbtflow.project.selection import exact_selection
+from dbtflow.streaming.producer import exclusive_invocation
 
 
 class DbtBuildOperator(DbtOperatorBase):
@@ -72,7 +73,10 @@ class DbtBuildOperator(DbtOperatorBase):
             RunContext(ti.dag_id, ti.run_id, ti.task_id, try_number), also=DbtEventLogger(self.log)
         )
         try:
-            with self._watched(context, forwarder) as on_event:
+            with (
+                exclusive_invocation(self._store(), run_key(context), self.log),
+                self._watched(context, forwarder) as on_event,
+            ):
                 outcome = run_batch(
                     self.project,
                     [*self.command, *selection],

@@ -195,8 +195,11 @@ def new_dag(
     tags: list[str],
     **dag_kwargs: Any,
 ) -> DAG:
-    """An Airflow ``DAG`` with dbtflow's defaults: no catch-up, dbt tags, a fixed start date."""
+    """An Airflow ``DAG`` with dbtflow's defaults: no catch-up, dbt tags, a fixed start date, and
+    one active run at a time (two runs would write the same models; the state store also makes
+    a second run's dbt wait for the first, see ``dbtflow.streaming.producer.wait_for_earlier_runs``)."""
     dag_kwargs.setdefault("catchup", False)
+    dag_kwargs.setdefault("max_active_runs", 1)
     dag_kwargs.setdefault("tags", tags)
     if default_args is not None:
         dag_kwargs["default_args"] = default_args

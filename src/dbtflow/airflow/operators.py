@@ -33,7 +33,7 @@ from dbtflow.streaming.store import StateStore
 DBT_COLOR = "#FF694B"
 
 
-def _run_key(context: Any) -> RunKey:
+def run_key(context: Any) -> RunKey:
     ti = context["ti"]
     return RunKey(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=int(ti.try_number))
 
@@ -141,7 +141,7 @@ class DbtNodeOperator(DbtOperatorBase):
         return self._follow(context, wait_for_producer=False)
 
     def _follow(self, context: Any, *, wait_for_producer: bool) -> Any:
-        key = _run_key(context)
+        key = run_key(context)
         decision = decide(
             self._store(),
             key.dag_id,
@@ -183,7 +183,7 @@ class DbtNodeOperator(DbtOperatorBase):
         )
 
     def _build_alone(self, context: Any) -> Any:
-        key = _run_key(context)
+        key = run_key(context)
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
             outcome = build_claimed(
                 self.project,
@@ -253,7 +253,7 @@ class DbtProducerOperator(DbtOperatorBase):
         )
 
     def execute(self, context: Any) -> Any:
-        key = _run_key(context)
+        key = run_key(context)
         store = self._store()
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
             outcome = self._build(key, store, on_event)

@@ -6,8 +6,9 @@ that dbt's import and the manifest load (in the engine) overlap Airflow's start-
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,26 @@ class RunRequest:
     def workers(self) -> int:
         return self.concurrency or max(2, os.cpu_count() or 2)
 
+    def to_json(self) -> str:
+        """The request as JSON (paths as text; it holds no secret: a profile is a connection id)."""
+        document = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        return json.dumps(document, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRequest:
+        document = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in document.items() if k in known}
+        for name in ("project_dir", "profiles_dir", "manifest_path"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name])
+        return cls(**values)
+
+
+def _request_file(dag_id: str) -> Path:
+    """Where ``dbtflow run`` keeps the request that made a DAG, for ``dbtflow retry DAG_ID``."""
+    return embedded_airflow().airflow_home / "requests" / f"{dag_id}.json"
+
 
 @dataclass
 class _Prepared:
@@ -128,6 +149,9 @@ def _prepare(request: RunRequest) -> _Prepared:
         dag_args=request.dag_args(),
     )
     dag_file = spec.write(airflow_home.dags_folder)
+    request_file = _request_file(spec.dag_id)
+    request_file.parent.mkdir(parents=True, exist_ok=True)
+    request_file.write_text(replace(request, dag_id=spec.dag_id).to_json())
     engine = None
     if plan.producer is not None and request.head_start:
         engine = Engine(project=project, threads=request.threads)
@@ -187,6 +211,33 @@ def run_project(request: RunRequest) -> RunOutcome:
     finally:
         if prepared.engine is not None:
             prepared.engine.cancel()
+
+
+def retry_dag(
+    dag_id: str,
+    run_id: str | None = None,
+    *,
+    head_start: bool | None = None,
+    progress: str | None = None,
+    concurrency: int | None = None,
+) -> RunOutcome:
+    """``dbtflow retry DAG_ID``: retry a run that ``dbtflow run`` made under this ``$DBTFLOW_HOME``,
+    with the arguments of the run that last wrote the DAG (some may be overridden)."""
+    path = _request_file(dag_id)
+    if not path.exists():
+        raise DbtflowError(
+            f"No DAG {dag_id} has been run by `dbtflow run` under {embedded_airflow().home}.",
+            "check the DAG id (the run's summary shows it), set DBTFLOW_HOME to the folder the run "
+            "used, or pass --api-url to retry a run of an Airflow deployment.",
+        )
+    request = RunRequest.from_json(path.read_text())
+    if head_start is not None:
+        request.head_start = head_start
+    if progress is not None:
+        request.progress = progress
+    if concurrency is not None:
+        request.concurrency = concurrency
+    return retry_project(request, run_id)
 
 
 def retry_project(request: RunRequest, run_id: str | None = None) -> RunOutcome:

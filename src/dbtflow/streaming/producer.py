@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,6 +123,52 @@ class _Heartbeat:
         self.thread.join()
 
 
+def wait_for_earlier_runs(
+    store: StateStore, key: RunKey, invocation_id: str, log: Any = _log, poll_s: float = 1.0
+) -> None:
+    """Block while a live invocation of another run of the DAG, started earlier, may be writing.
+
+    Airflow's ``max_active_runs=1`` (dbtflow's default) already keeps a second run from starting;
+    this also covers a cleared older run, ``max_active_runs`` raised by the user, and runs of one
+    DAG made by different Airflow deployments (``dbtflow run`` and a scheduler) that share the
+    state store. A dead invocation stops blocking once its heartbeat is stale.
+    """
+    told: set[str] = set()
+    while True:
+        earlier = store.earlier_writers(key.dag_id, key.run_id, invocation_id)
+        if not earlier:
+            return
+        for other in earlier:
+            if other.id not in told:
+                told.add(other.id)
+                log.info(
+                    "Run %s of %s is running dbt (task %s, pid %s on %s); waiting for it to finish so "
+                    "that two runs never write the same models at once.",
+                    other.run_id,
+                    key.dag_id,
+                    other.task_id,
+                    other.pid,
+                    other.host,
+                )
+        time.sleep(poll_s)
+
+
+@contextmanager
+def exclusive_invocation(store: StateStore, key: RunKey, log: Any = _log) -> Iterator[str]:
+    """Register a dbt invocation for ``key`` that claims no node (the single and grouped patterns),
+    keep it alive while the body runs dbt, and start the body only when no earlier run writes."""
+    invocation_id, _ = store.start_invocation(key.dag_id, key.run_id, key.task_id, key.try_number, [])
+    heartbeat = _Heartbeat(store, invocation_id)
+    state = "failed"
+    try:
+        wait_for_earlier_runs(store, key, invocation_id, log)
+        yield invocation_id
+        state = "success"
+    finally:
+        heartbeat.close()
+        store.finish_invocation(invocation_id, state)
+
+
 def claim_nodes(
     store: StateStore,
     key: RunKey,
@@ -174,6 +222,7 @@ def build(
     state: str = "failed"
     error: str | None = "dbtflow stopped before dbt finished"
     try:
+        wait_for_earlier_runs(store, key, invocation_id)
         outcome.run = run_dbt(
             project,
             ["build", *flags],

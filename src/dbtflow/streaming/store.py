@@ -5,7 +5,9 @@ some waiting in the triggerer, some on other workers. They meet here, in a small
 a SQLite file under ``$DBTFLOW_HOME`` by default (one machine), any SQLAlchemy URL in production
 (``DBTFLOW_STATE_URL``, for example PostgreSQL shared by workers and triggerers).
 
-- ``invocations``: one row per dbt invocation, with a heartbeat so that a dead process is noticed.
+- ``invocations``: one row per dbt invocation, with a heartbeat so that a dead process is noticed;
+  an invocation lets the live invocations of other runs of its DAG that started before it finish
+  before it writes (``earlier_writers``).
 - ``claims``: which invocation is building each node, until it records the node's result; a node
   is never claimed by two live invocations at once, so no node is built twice concurrently.
 - ``results``: each node's result as dbt reports it, with the log lines of that node, and which
@@ -89,6 +91,7 @@ class InvocationInfo:
     """An invocation as other processes see it."""
 
     id: str
+    run_id: str
     task_id: str
     try_number: int
     host: str
@@ -313,6 +316,29 @@ class StateStore:
             row = conn.execute(sa.select(invocations).where(invocations.c.id == invocation_id)).first()
         return None if row is None else _info(row)
 
+    def earlier_writers(self, dag_id: str, run_id: str, invocation_id: str) -> list[InvocationInfo]:
+        """Live invocations of *other* runs of the DAG that started before this invocation.
+
+        Invocations are ordered by start time (then id), so of two runs that start dbt at once
+        exactly one waits for the other: two runs of a DAG never write its models together.
+        """
+        with self.engine.connect() as conn:
+            me = conn.execute(sa.select(invocations).where(invocations.c.id == invocation_id)).first()
+            if me is None:
+                return []
+            rows = conn.execute(
+                sa.select(invocations).where(
+                    invocations.c.dag_id == dag_id,
+                    invocations.c.run_id != run_id,
+                    invocations.c.state == "running",
+                    sa.or_(
+                        invocations.c.started_at < me.started_at,
+                        sa.and_(invocations.c.started_at == me.started_at, invocations.c.id < invocation_id),
+                    ),
+                )
+            ).all()
+        return [info for info in map(_info, rows) if info.alive]
+
     def invocations_of_run(self, dag_id: str, run_id: str) -> list[InvocationInfo]:
         with self.engine.connect() as conn:
             rows = conn.execute(
@@ -434,6 +460,7 @@ def _stored(row: Any) -> StoredResult:
 def _info(row: Any) -> InvocationInfo:
     return InvocationInfo(
         id=row.id,
+        run_id=row.run_id,
         task_id=row.task_id,
         try_number=row.try_number,
         host=row.host,
