@@ -14,6 +14,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,3 +147,31 @@ SLOW_SQL = """select count(*) as n
 from range({{ var('slow_n', 10) }}) as a, range({{ var('slow_n', 10) }}) as b
 where (a.range * 7 + b.range) % 13 = 0
 """
+
+
+#: The bikeshare models that depend on stg_trips, with it: what a retry after its failure rebuilds.
+STG_TRIPS_AND_DOWNSTREAM = {
+    "model.bikeshare.stg_trips",
+    "model.bikeshare.fct_trips",
+    "model.bikeshare.station_daily_usage",
+    "model.bikeshare.bike_utilization",
+}
+
+
+def history_of_run(dag_id: str, run_id: str, url: str | None = None) -> list[Any]:
+    """The run-time history's records of one DAG run, oldest first."""
+    from dbtflow.monitoring.history import History
+
+    return [r for r in History(url).runs(dag_id) if r.run_id == run_id]
+
+
+def built_since(before: list[Any], after: list[Any]) -> dict[str, str]:
+    """Nodes the history recorded after ``before`` was read: unique id -> status."""
+    remaining = list(before)
+    new = {}
+    for record in after:
+        if record in remaining:
+            remaining.remove(record)
+        else:
+            new[record.unique_id] = record.status
+    return new

@@ -17,7 +17,15 @@ from dbtflow.plan.grouped import plan_grouped
 from dbtflow.plan.model import TaskKind
 from dbtflow.project.manifest import load_graph
 
-from conftest import AIRFLOW_HOME, FAIL_ONCE_SQL, run_cli, table_counts
+from conftest import (
+    AIRFLOW_HOME,
+    FAIL_ONCE_SQL,
+    STG_TRIPS_AND_DOWNSTREAM,
+    built_since,
+    history_of_run,
+    run_cli,
+    table_counts,
+)
 
 BROKEN_STG_TRIPS = "select no_such_column from {{ ref('raw_trips') }}\n"
 
@@ -95,6 +103,7 @@ def test_single_task_fails_with_the_failed_nodes_and_a_clear_retries_them(
     assert "model.bikeshare.fct_trips" in to_retry and "model.bikeshare.dim_stations" not in to_retry
 
     model.write_text(good)
+    history_before = history_of_run("dbtflow_bikeshare_single", run_id)
     second = run_cli(
         "retry", "dbtflow_bikeshare_single", "--progress", "none", "--summary-json", str(summary)
     )
@@ -102,6 +111,9 @@ def test_single_task_fails_with_the_failed_nodes_and_a_clear_retries_them(
     assert _summary(summary)[1] == {"dbt_build": ("success", 2)}
     retried = _xcom("dbtflow_bikeshare_single", run_id, "dbt_build")
     assert set(retried["ran"]) == to_retry
+    again = built_since(history_before, history_of_run("dbtflow_bikeshare_single", run_id))
+    assert set(again) == to_retry
+    assert {u for u in again if u.startswith("model.")} == STG_TRIPS_AND_DOWNSTREAM
     assert table_counts(tmp_path / "own.duckdb", ["fct_trips"])["fct_trips"] > 0
 
 
@@ -127,6 +139,8 @@ def test_grouped_tasks_follow_dbt_edges_and_a_retry_reruns_only_the_groups_failu
     assert "model.bikeshare.stg_stations" in staging_first["ran"]
 
     model.write_text(good)
+    history_before = history_of_run("dbtflow_bikeshare_grouped", run_id)
+    succeeded_first = {r.unique_id for r in history_before if r.status in ("success", "pass")}
     second = run_cli(
         "retry", "dbtflow_bikeshare_grouped", "--progress", "none", "--summary-json", str(summary)
     )
@@ -140,6 +154,10 @@ def test_grouped_tasks_follow_dbt_edges_and_a_retry_reruns_only_the_groups_failu
     assert {u for u in staging["ran"] if u.startswith("model.")} == {"model.bikeshare.stg_trips"}
     marts = _xcom("dbtflow_bikeshare_grouped", run_id, "marts")
     assert "model.bikeshare.fct_trips" in marts["ran"] and marts["failed"] == []
+    # The history agrees: nothing that succeeded in the first try ran again (the marts group,
+    # upstream-failed then, ran for the first time).
+    again = built_since(history_before, history_of_run("dbtflow_bikeshare_grouped", run_id))
+    assert "model.bikeshare.stg_trips" in again and not (set(again) & succeeded_first), again
 
 
 def test_grouped_plan_matches_dbt_edges(bikeshare_dir: Path, warehouse: Path) -> None:

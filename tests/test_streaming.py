@@ -20,7 +20,15 @@ from dbtflow.project.manifest import load_graph, load_manifest
 from dbtflow.streaming.producer import RunKey, build_claimed, claim_nodes
 from dbtflow.streaming.store import StateStore
 
-from conftest import AIRFLOW_HOME, FAIL_ONCE_SQL, SLOW_SQL, run_cli
+from conftest import (
+    AIRFLOW_HOME,
+    FAIL_ONCE_SQL,
+    SLOW_SQL,
+    STG_TRIPS_AND_DOWNSTREAM,
+    built_since,
+    history_of_run,
+    run_cli,
+)
 
 
 def _built_by_invocation(dag_id: str, run_id: str) -> dict[str, dict[str, str]]:
@@ -53,6 +61,7 @@ def test_retry_rebuilds_only_failed_nodes_and_their_downstream(
     assert tasks["stg_trips"][0] == "failed" and tasks["fct_trips"][0] == "upstream_failed"
 
     model.write_text(good)
+    history_before = history_of_run("dbtflow_bikeshare", run_id)
     second = run_cli(
         "retry", "dbtflow_bikeshare", "--progress", "none", "--summary-json", str(summary), *flags
     )
@@ -65,12 +74,11 @@ def test_retry_rebuilds_only_failed_nodes_and_their_downstream(
     built = _built_by_invocation("dbtflow_bikeshare", run_id)
     rebuilt = {uid for owner, results in built.items() if owner not in ("dbt_build",) for uid in results}
     rebuilt_models = {u for u in rebuilt if not u.startswith("test.")}
-    assert rebuilt_models == {
-        "model.bikeshare.stg_trips",
-        "model.bikeshare.fct_trips",
-        "model.bikeshare.station_daily_usage",
-        "model.bikeshare.bike_utilization",
-    }
+    assert rebuilt_models == STG_TRIPS_AND_DOWNSTREAM
+    # The run-time history agrees: only the failed model and its downstream ran again.
+    again = built_since(history_before, history_of_run("dbtflow_bikeshare", run_id))
+    assert {u for u in again if u.startswith("model.")} == STG_TRIPS_AND_DOWNSTREAM, again
+    assert set(again.values()) <= {"success", "pass"}, again
     if head_start:
         assert set(built) == {"dbt_build", "dbtflow_retry"}
     else:
