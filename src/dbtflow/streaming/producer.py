@@ -93,13 +93,26 @@ class _Recorder:
         self.queue.put((result, lines))
 
     def _write(self) -> None:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            result, lines = item
-            self.store.record_result(self.invocation_id, self.key.dag_id, self.key.run_id, result, lines)
-            self.recorded.append(result)
+        """Write each result to the store as it comes, and to the run-time history in batches
+        (so the history keeps what a build finished even if its process is killed later)."""
+        done = False
+        while not done:
+            batch = [self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            if None in batch:
+                done = True
+            results = []
+            for item in batch:
+                if item is None:
+                    continue
+                result, lines = item
+                self.store.record_result(self.invocation_id, self.key.dag_id, self.key.run_id, result, lines)
+                self.recorded.append(result)
+                results.append(result)
+            if results:
+                key = self.key
+                record_results(key.dag_id, key.run_id, key.task_id, key.try_number, results, _log)
 
     def close(self) -> None:
         self.queue.put(None)
@@ -238,8 +251,6 @@ def build(
         forwarder.close()
         _record_missing(store, key, invocation_id, outcome, recorder.recorded)
         store.finish_invocation(invocation_id, state, error)
-        if outcome.run is not None:
-            record_results(key.dag_id, key.run_id, key.task_id, key.try_number, outcome.run.results, _log)
     return outcome
 
 
@@ -282,6 +293,8 @@ def _record_missing(
     if outcome.run is None:
         return
     seen = {r.unique_id for r in recorded}
-    for result in outcome.run.results:
-        if result.unique_id not in seen:
-            store.record_result(invocation_id, key.dag_id, key.run_id, result)
+    missing = [result for result in outcome.run.results if result.unique_id not in seen]
+    for result in missing:
+        store.record_result(invocation_id, key.dag_id, key.run_id, result)
+    if missing:
+        record_results(key.dag_id, key.run_id, key.task_id, key.try_number, missing, _log)

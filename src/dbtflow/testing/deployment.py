@@ -1,43 +1,68 @@
-"""A real Airflow deployment on one machine: api-server, scheduler, dag-processor and triggerer,
-each its own process, with the LocalExecutor on SQLite, in a throw-away Airflow home.
+"""A real Airflow deployment on one machine, for end-to-end tests and benchmarks.
 
-``airflow_deployment(home, dags_folder, env)`` starts it and stops it afterwards; ``airflow``
-names the Airflow command to use (another virtualenv's, for comparisons).
+Two set-ups:
+
+- ``LocalExecutor`` on SQLite: api-server, scheduler, dag-processor and triggerer, each its own
+  process, in a throw-away Airflow home.
+- ``CeleryExecutor``: the same components on a PostgreSQL metadata database, a Redis broker, and
+  Celery workers in separate processes, each in its own working folder (its own ``$DBTFLOW_HOME``,
+  temporary files and log folder), so nothing is shared through the local disk but the dbt
+  project.
+
+Runs are triggered and followed through Airflow's REST API, as a user or an orchestrator would.
+``airflow`` names the Airflow command to use (another virtualenv's, for comparisons).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 COMPONENTS = (["api-server"], ["scheduler"], ["dag-processor"], ["triggerer"])
+FINISHED_RUN = ("success", "failed")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class Celery:
+    """A CeleryExecutor set-up: its metadata database, broker and number of workers."""
+
+    metadata_url: str
+    broker_url: str
+    workers: int = 2
+    concurrency: int = 2
+
+
 @dataclass
 class Deployment:
-    """A running deployment: its home, environment and Airflow command."""
+    """A running deployment: its home, environment, Airflow command and processes."""
 
     home: Path
     env: dict[str, str]
     command: str
+    api_url: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _client: httpx.Client | None = None
 
     def airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -46,42 +71,115 @@ class Deployment:
         assert done.returncode == 0, done.stdout + done.stderr
         return done
 
+    # --- the metadata database, for what the API does not show -----------------------------
+
     def query(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
-        with sqlite3.connect(self.home / "airflow.db", timeout=60) as con:
-            return con.execute(sql, params).fetchall()
+        """Run SQL on the metadata database (``?`` placeholders on SQLite, ``%s`` on PostgreSQL)."""
+        url = self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as con:
+                return [tuple(row) for row in con.exec_driver_sql(sql, tuple(params)).fetchall()]
+        finally:
+            engine.dispose()
+
+    # --- the REST API ----------------------------------------------------------------------
+
+    @property
+    def api(self) -> httpx.Client:
+        """A client of the api-server, with a token (the simple auth manager hands one out)."""
+        if self._client is None:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    token = httpx.get(f"{self.api_url}/auth/token", timeout=10).json()["access_token"]
+                    break
+                except (httpx.TransportError, ValueError, KeyError):
+                    assert time.monotonic() < deadline, "the api-server did not start"
+                    time.sleep(1)
+            self._client = httpx.Client(
+                base_url=self.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+            )
+        return self._client
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.api.request(method, path, **kwargs)
+        assert response.is_success, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json()
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.query("select dag_id from dag where dag_id = ?", dag_id):
+            if self.api.get(f"/api/v2/dags/{dag_id}").is_success:
                 return
             time.sleep(1)
-        errors = self.query("select filename, stacktrace from import_error")
+        errors = self._json("GET", "/api/v2/importErrors")
         raise AssertionError(f"DAG {dag_id} was never parsed; import errors: {errors}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Unpause the DAG and trigger a run through the REST API; return its run id."""
+        self._json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        body = {"logical_date": None, "conf": conf or {}}
+        run = self._json("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        return str(run["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self._json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 600) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.run_state(dag_id, run_id)
+            if state in FINISHED_RUN:
+                return state
+            time.sleep(0.5)
+        tasks = self.tasks(dag_id, run_id)
+        raise AssertionError(f"run {run_id} of {dag_id} did not finish in {timeout}s: {tasks}")
 
     def trigger_and_wait(self, dag_id: str, timeout: float = 600) -> tuple[str, str, float]:
         """Trigger a run; return its id, final state, and seconds from trigger to end."""
-        self.airflow("dags", "unpause", dag_id)
         started = time.monotonic()
-        self.airflow("dags", "trigger", dag_id)
-        deadline = started + timeout
-        while time.monotonic() < deadline:
-            rows = self.query(
-                "select run_id, state from dag_run where dag_id = ? order by id desc limit 1", dag_id
-            )
-            if rows and rows[0][1] in ("success", "failed"):
-                return rows[0][0], rows[0][1], time.monotonic() - started
-            time.sleep(0.5)
-        raise AssertionError(f"the run of {dag_id} did not finish in {timeout}s")
+        run_id = self.trigger(dag_id)
+        state = self.wait_for_run(dag_id, run_id, timeout)
+        return run_id, state, time.monotonic() - started
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        page = self._json(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
+        )
+        return list(page["task_instances"])
+
+    def tasks(self, dag_id: str, run_id: str) -> dict[str, tuple[str | None, int]]:
+        """task id -> (state, try number)."""
+        return {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in self.task_instances(dag_id, run_id)}
+
+    # --- faults ----------------------------------------------------------------------------
+
+    def kill_component_of(self, pid: int) -> str:
+        """SIGKILL the component (a Celery worker) that started ``pid``, with every process it
+        started (task supervisors run in sessions of their own), as if its machine died; return
+        the component's name."""
+        import psutil
+
+        owners = {process.pid: name for name, process in self.processes.items()}
+        ancestor: psutil.Process | None = psutil.Process(pid)
+        while ancestor is not None and ancestor.pid not in owners:
+            ancestor = ancestor.parent()
+        assert ancestor is not None, f"pid {pid} belongs to no component of this deployment"
+        doomed = [ancestor, *ancestor.children(recursive=True)]
+        for process in doomed:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
+        psutil.wait_procs(doomed, timeout=30)
+        self.processes[owners[ancestor.pid]].wait(timeout=30)
+        return owners[ancestor.pid]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
-@contextmanager
-def airflow_deployment(
-    home: Path, dags_folder: Path, extra_env: dict[str, str], airflow: str | None = None
-) -> Iterator[Deployment]:
-    """Start the four components; stop them afterwards (their logs are in ``home``)."""
-    command = airflow or str(Path(sys.executable).parent / "airflow")
-    port = _free_port()
+def _base_env(home: Path, dags_folder: Path, extra_env: dict[str, str], port: int) -> dict[str, str]:
     env = {
         **os.environ,
         **extra_env,
@@ -102,30 +200,78 @@ def airflow_deployment(
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
     }
     env.pop("AIRFLOW__LOGGING__LOGGING_LEVEL", None)
+    return env
+
+
+def _celery_env(env: dict[str, str], celery: Celery) -> dict[str, str]:
+    return {
+        **env,
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": celery.metadata_url,
+        "AIRFLOW__CELERY__BROKER_URL": celery.broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + celery.metadata_url,
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(celery.concurrency),
+    }
+
+
+def _worker_env(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """A worker's own folders: dbtflow home (caches, default state), temporary files, task logs."""
+    for sub in ("dbtflow", "tmp", "logs"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        **env,
+        "DBTFLOW_HOME": str(folder / "dbtflow"),
+        "TMPDIR": str(folder / "tmp"),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(folder / "logs"),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+    }
+
+
+@contextmanager
+def airflow_deployment(
+    home: Path,
+    dags_folder: Path,
+    extra_env: dict[str, str],
+    airflow: str | None = None,
+    *,
+    celery: Celery | None = None,
+) -> Iterator[Deployment]:
+    """Start the components (and Celery workers); stop them afterwards (logs are in ``home``)."""
+    command = airflow or str(Path(sys.executable).parent / "airflow")
+    port = free_port()
+    env = _base_env(home, dags_folder, extra_env, port)
+    if celery is not None:
+        env = _celery_env(env, celery)
     home.mkdir(parents=True, exist_ok=True)
-    deployment = Deployment(home=home, env=env, command=command)
+    deployment = Deployment(home=home, env=env, command=command, api_url=f"http://127.0.0.1:{port}")
     deployment.airflow("db", "migrate", timeout=300)
-    with sqlite3.connect(home / "airflow.db") as con:
-        con.execute("PRAGMA journal_mode=WAL")
-    processes = []
+    if celery is None:
+        deployment.query("PRAGMA journal_mode=WAL")
+    commands = {name[0]: (name, env, home) for name in COMPONENTS}
+    for i in range(1, (celery.workers if celery else 0) + 1):
+        folder = home / f"worker{i}"
+        args = ["celery", "worker", "--celery-hostname", f"worker{i}@%h"]
+        args += ["--without-mingle", "--without-gossip"]
+        commands[f"worker{i}"] = (args, _worker_env(env, folder), folder)
     try:
-        for component in COMPONENTS:
-            log = (home / f"{component[0]}.log").open("w")
-            processes.append(
-                subprocess.Popen(
-                    [command, *component],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    start_new_session=True,
-                )
+        for name, (args, component_env, cwd) in commands.items():
+            log = (home / f"{name}.log").open("w")
+            deployment.processes[name] = subprocess.Popen(
+                [command, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=component_env,
+                cwd=cwd,
+                start_new_session=True,
             )
         yield deployment
     finally:
-        for process in processes:
-            os.killpg(process.pid, 15)
-        for process in processes:
+        deployment.close()
+        for process in deployment.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in deployment.processes.values():
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
+                os.killpg(process.pid, signal.SIGKILL)
