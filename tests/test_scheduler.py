@@ -1,21 +1,61 @@
-"""Streamed per_model under a real scheduler: node tasks never take a worker, they end within
-about a second of dbt finishing their node, and a failure marks only dependants."""
+"""A real scheduler (LocalExecutor on SQLite; runs triggered through the REST API): streamed node
+tasks never take a worker and end within about a second of dbt finishing their node; a failure
+marks only dependants; `dbtflow retry DAG --api-url` re-runs only the failed tasks and their
+downstream (per_model and single); SIGKILLing the process running dbt mid-model recovers through
+Airflow's retries with whole tables and no node built twice at once; and a second run of a DAG
+waits for the first."""
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+import signal
 import statistics
+import time
 from datetime import datetime
 from pathlib import Path
 
+from dbtflow.monitoring.history import History, NodeRun
 from dbtflow.streaming.store import StateStore
 from dbtflow.testing.deployment import airflow_deployment
 
-from conftest import EXAMPLE, copy_project
+from conftest import (
+    EXAMPLE,
+    SLOW_SQL,
+    STG_TRIPS_AND_DOWNSTREAM,
+    built_since,
+    copy_project,
+    run_cli,
+    table_counts,
+)
 
 DAG = """# airflow DAG with dbtflow
+from datetime import timedelta
 from dbtflow import DbtProject, dbt_dag
-dag = dbt_dag(DbtProject({project!r}), dag_id={dag_id!r})
+dag = dbt_dag(
+    DbtProject({project!r}, vars={{"slow_n": 40000}}),
+    dag_id={dag_id!r},
+    default_args={{"retries": {retries}, "retry_delay": timedelta(seconds=2)}},
+    {extra}
+)
 """
+SLOW = "model.bikeshare.slow_model"
+
+
+def _dag(project: Path, dag_id: str, retries: int = 0, extra: str = "") -> str:
+    return DAG.format(project=str(project), dag_id=dag_id, retries=retries, extra=extra)
+
+
+def _overlaps(records: list[NodeRun]) -> list[str]:
+    """Records of one node whose build intervals overlap."""
+    found = []
+    for uid in {r.unique_id for r in records}:
+        runs = sorted((r for r in records if r.unique_id == uid), key=lambda r: r.started_at)
+        for a, b in itertools.pairwise(runs):
+            if b.started_at < a.started_at + a.execution_s - 0.05:
+                found.append(f"{uid}: {a.task_id}#{a.try_number} and {b.task_id}#{b.try_number}")
+    return found
 
 
 def _seconds(value: str) -> float:
@@ -28,13 +68,23 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
     (broken / "models" / "staging" / "stg_bikes.sql").write_text("select nope from {{ ref('raw_bikes') }}\n")
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "good.py").write_text(DAG.format(project=str(good), dag_id="sched_good"))
-    (dags / "broken.py").write_text(DAG.format(project=str(broken), dag_id="sched_broken"))
+    single = copy_project(EXAMPLE, tmp_path / "single")
+    (single / "models" / "staging" / "stg_trips.sql").write_text("select nope from {{ ref('raw_trips') }}\n")
+    killed = copy_project(EXAMPLE, tmp_path / "killed")
+    (killed / "models" / "marts" / "slow_model.sql").write_text(
+        SLOW_SQL + "-- after {{ ref('fct_trips') }}\n"
+    )
+    (dags / "good.py").write_text(_dag(good, "sched_good"))
+    (dags / "broken.py").write_text(_dag(broken, "sched_broken"))
+    (dags / "single.py").write_text(_dag(single, "sched_single", extra='pattern="single",'))
+    (dags / "killed.py").write_text(_dag(killed, "sched_killed", retries=2))
     env = {
         "DBTFLOW_HOME": str(tmp_path / "dbtflow"),
         "DBTFLOW_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
         "BIKESHARE_DUCKDB": str(tmp_path / "warehouse.duckdb"),
     }
+    (tmp_path / "dbtflow").mkdir()
+    history = History(f"sqlite:///{tmp_path / 'dbtflow' / 'history.db'}")
     with airflow_deployment(tmp_path / "airflow", dags, env) as airflow:
         airflow.wait_for_dag("sched_good")
         run_id, state, seconds = airflow.trigger_and_wait("sched_good")
@@ -85,3 +135,74 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         assert states["stg_bikes"] == "failed"
         assert states["bike_utilization"] == "upstream_failed"
         assert states["fct_trips"] == "success" and states["station_daily_usage"] == "success"
+
+        # Recovery: fix the model, then `dbtflow retry` through the deployment's REST API.
+        (broken / "models" / "staging" / "stg_bikes.sql").write_text(
+            (good / "models" / "staging" / "stg_bikes.sql").read_text()
+        )
+        before = [r for r in history.runs("sched_broken") if r.run_id == run_id]
+        outcome = _retry_via_api(airflow.api_url, "sched_broken", tmp_path)
+        assert outcome["run_id"] == run_id and outcome["state"] == "success", outcome
+        tries = {t["task_id"]: (t["state"], t["try_number"]) for t in outcome["tasks"]}
+        assert tries["stg_bikes"] == ("success", 2) and tries["fct_trips"] == ("success", 1), tries
+        again = built_since(before, [r for r in history.runs("sched_broken") if r.run_id == run_id])
+        assert {u for u in again if u.startswith("model.")} == {
+            "model.bikeshare.stg_bikes",
+            "model.bikeshare.bike_utilization",
+        }, again
+
+        # The single pattern: its one task fails; the retry runs `dbt retry` (only what failed).
+        airflow.wait_for_dag("sched_single")
+        run_id, state, _ = airflow.trigger_and_wait("sched_single")
+        assert state == "failed"
+        (single / "models" / "staging" / "stg_trips.sql").write_text(
+            (good / "models" / "staging" / "stg_trips.sql").read_text()
+        )
+        before = [r for r in history.runs("sched_single") if r.run_id == run_id]
+        outcome = _retry_via_api(airflow.api_url, "sched_single", tmp_path)
+        assert [(t["task_id"], t["try_number"]) for t in outcome["tasks"]] == [("dbt_build", 2)]
+        again = built_since(before, [r for r in history.runs("sched_single") if r.run_id == run_id])
+        assert {u for u in again if u.startswith("model.")} == STG_TRIPS_AND_DOWNSTREAM, again
+
+        # SIGKILL the process running dbt while it builds the slow model.
+        airflow.wait_for_dag("sched_killed")
+        run_id = airflow.trigger("sched_killed")
+        pid = _pid_building(store, "sched_killed", run_id, SLOW)
+        os.kill(pid, signal.SIGKILL)
+        state = airflow.wait_for_run("sched_killed", run_id)
+        assert state == "success", airflow.tasks("sched_killed", run_id)
+        records = [r for r in history.runs("sched_killed") if r.run_id == run_id]
+        assert not _overlaps(records), _overlaps(records)
+        assert [r.status for r in records if r.unique_id == SLOW] == ["success"]
+        counts = table_counts(tmp_path / "warehouse.duckdb", ["slow_model", "fct_trips", "stg_trips"])
+        assert counts["slow_model"] == 1 and counts["fct_trips"] == counts["stg_trips"] > 0, counts
+        assert pid in {i.pid for i in store.invocations_of_run("sched_killed", run_id)}
+
+        # Two runs triggered together: the second starts when the first has ended (max_active_runs=1).
+        first, second = airflow.trigger("sched_good"), airflow.trigger("sched_good")
+        assert airflow.wait_for_run("sched_good", second) == "success"
+        runs = {r: airflow.api.get(f"/api/v2/dags/sched_good/dagRuns/{r}").json() for r in (first, second)}
+        assert runs[second]["start_date"] >= runs[first]["end_date"], runs
+
+
+def _retry_via_api(api_url: str, dag_id: str, tmp_path: Path) -> dict:  # type: ignore[type-arg]
+    summary = tmp_path / f"{dag_id}-retry.json"
+    done = run_cli(
+        "retry", dag_id, "--api-url", api_url, "--progress", "plain", "--summary-json", str(summary),
+        "--timeout", "300",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return dict(json.loads(summary.read_text()))
+
+
+def _pid_building(store: StateStore, dag_id: str, run_id: str, node: str, timeout: float = 240) -> int:
+    """The pid of the process running dbt once it is building ``node`` (its upstream is done)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = store.node_states(dag_id, run_id, [node, "model.bikeshare.fct_trips"])
+        holder = states.holders.get(node)
+        if holder is not None and holder.alive and "model.bikeshare.fct_trips" in states.newest:
+            time.sleep(0.5)
+            return holder.pid
+        time.sleep(0.1)
+    raise AssertionError(f"{node} was never being built in {run_id}")
