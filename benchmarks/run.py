@@ -19,9 +19,11 @@ never a dependency of dbtflow. The table goes to stdout and to ``benchmarks/resu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from benchmarks.generate import generate
 
@@ -344,8 +347,42 @@ def cosmos_local(project: Project) -> float:
     return timed([airflow, "dags", "test", dag_id], env=env)
 
 
-def under_scheduler(project: Project, kind: str, timeout: float) -> tuple[float, str]:
-    """Trigger to end of one DAG run under a real scheduler, for ``dbtflow`` or ``cosmos_watcher``."""
+@dataclass
+class SchedulerRun:
+    """One DAG run under a real scheduler, with what it cost Airflow's own components."""
+
+    seconds: float
+    state: str
+    #: CPU seconds of the scheduler (with its executor's workers) from trigger to end of the run.
+    scheduler_cpu_s: float
+    #: CPU seconds of the dag-processor over the same time.
+    processor_cpu_s: float
+    #: The dag-processor's own parse time of the DAG file ("Last Duration"), median of re-parses.
+    parse_s: float | None
+
+
+def _cpu_seconds(process: Any) -> float:
+    """CPU time of a process and its live children."""
+    import psutil
+
+    total = 0.0
+    for proc in [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+_STATS_ROW = re.compile(r"^dags-folder\s+(\S+\.py)\s+.*?\s(\d+\.\d+)s\s+\d{4}-\d\d-\d\dT", re.M)
+
+
+def _parse_durations(log: Path, file_name: str) -> list[float]:
+    """The dag-processor's "Last Duration" of the file, from each stats table it printed."""
+    return [float(d) for f, d in _STATS_ROW.findall(log.read_text(errors="replace")) if f == file_name]
+
+
+def under_scheduler(project: Project, kind: str, timeout: float) -> SchedulerRun:
+    """One DAG run under a real scheduler, for ``dbtflow`` or ``cosmos_watcher``."""
     from dbtflow.testing.deployment import airflow_deployment
 
     root = Path(tempfile.mkdtemp(prefix=f"sched-{kind}-", dir=WORK))
@@ -363,13 +400,98 @@ def under_scheduler(project: Project, kind: str, timeout: float) -> tuple[float,
         command = str(COSMOS_VENV / "bin" / "airflow")
         env = project.env(database)
     env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW")}
+    # Re-parse the file every 10 s and print the dag-processor's statistics every 5 s, so its
+    # steady-state parse time is seen several times during the run.
+    env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "10"
+    env["AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL"] = "5"
     try:
         with airflow_deployment(root / "airflow", dags, env, airflow=command) as airflow:
-            airflow.wait_for_dag(dag_id, timeout=600)
+            airflow.wait_for_dag(dag_id, timeout=900)
+            scheduler, processor = airflow.processes["scheduler"], airflow.processes["dag-processor"]
+            cpu_before = _cpu_seconds(scheduler), _cpu_seconds(processor)
             _, state, seconds = airflow.trigger_and_wait(dag_id, timeout=timeout)
-        return seconds, state
+            cpu_after = _cpu_seconds(scheduler), _cpu_seconds(processor)
+            time.sleep(6)  # one more statistics table
+        durations = _parse_durations(root / "airflow" / "dag-processor.log", f"{dag_id}.py")[1:]
+        return SchedulerRun(
+            seconds=seconds,
+            state=state,
+            scheduler_cpu_s=cpu_after[0] - cpu_before[0],
+            processor_cpu_s=cpu_after[1] - cpu_before[1],
+            parse_s=statistics.median(durations) if durations else None,
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def scheduler_load(project: Project, timeout: float) -> dict[str, SchedulerRun | str]:
+    """dbtflow and Cosmos WATCHER on the same project under the same set-up."""
+    out: dict[str, SchedulerRun | str] = {}
+    for kind in ("dbtflow", "cosmos_watcher"):
+        try:
+            out[kind] = under_scheduler(project, kind, timeout)
+        except (AssertionError, RuntimeError) as exc:
+            out[kind] = f"failed: {str(exc).splitlines()[0][:100]}"
+        log(f"{project.name} scheduler load, {kind}: {out[kind]}")
+    return out
+
+
+def render_scheduler_load(project: Project, runs: dict[str, SchedulerRun | str]) -> list[str]:
+    def cells(run: SchedulerRun | str) -> list[str]:
+        if isinstance(run, str):
+            return [run, "", "", "", ""]
+        parse = "n/a" if run.parse_s is None else f"{run.parse_s:.2f} s"
+        return [
+            f"{run.seconds:.1f} s ({run.state})",
+            parse,
+            f"{run.scheduler_cpu_s:.1f} s",
+            f"{run.processor_cpu_s:.1f} s",
+        ]
+
+    lines = [
+        f"## Scheduler load: {project.name}, per_model (LocalExecutor on SQLite, one run each)",
+        "",
+        "| | trigger to end of the run | dag-processor parse of the file | scheduler CPU during the run |"
+        " dag-processor CPU during the run |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kind, label in (("dbtflow", "dbtflow streamed"), ("cosmos_watcher", "Cosmos WATCHER")):
+        lines.append("| " + " | ".join([label, *cells(runs[kind])[:4]]) + " |")
+    ours, theirs = runs["dbtflow"], runs["cosmos_watcher"]
+    if isinstance(ours, SchedulerRun) and isinstance(theirs, SchedulerRun):
+        parse = f"{ours.parse_s / theirs.parse_s:.2f}x" if ours.parse_s and theirs.parse_s else "n/a"
+        lines.append(
+            f"| dbtflow / Cosmos | {ours.seconds / theirs.seconds:.2f}x | {parse} |"
+            f" {ours.scheduler_cpu_s / theirs.scheduler_cpu_s:.2f}x |"
+            f" {ours.processor_cpu_s / theirs.processor_cpu_s:.2f}x |"
+        )
+    lines += [
+        "",
+        'Parse time is the dag-processor\'s own "Last Duration" of the DAG file (median of its',
+        "re-parses every 10 s while the run goes on; the first parse, which runs `dbt parse` for",
+        "dbtflow, is left out). CPU is user + system time of the component's processes (the",
+        "scheduler's includes the LocalExecutor's workers, where the tasks run) from trigger to end.",
+    ]
+    return lines
+
+
+def _section(lines: list[str], heading_prefix: str) -> tuple[int, int] | None:
+    """Where the section whose heading starts with ``heading_prefix`` begins and ends."""
+    start = next((i for i, line in enumerate(lines) if line.startswith(heading_prefix)), None)
+    if start is None:
+        return None
+    ends = (i for i in range(start + 1, len(lines)) if lines[i].startswith(("## ", "Notes:")))
+    return start, next(ends, len(lines))
+
+
+def replace_section(report: str, heading_prefix: str, section: list[str]) -> str:
+    """``report`` with that section replaced by ``section`` (or added before the notes)."""
+    lines = report.splitlines()
+    bounds = _section(lines, heading_prefix)
+    if bounds is None:
+        notes = next((i for i, line in enumerate(lines) if line.startswith("Notes:")), len(lines))
+        bounds = (notes, notes)
+    return "\n".join([*lines[: bounds[0]], *section, "", *lines[bounds[1] :]]) + "\n"
 
 
 # --- retry -------------------------------------------------------------------------------------
@@ -470,7 +592,21 @@ def main() -> None:
     parser.add_argument("--with-1000-runs", action="store_true", help="also run N=1000 end to end (long)")
     parser.add_argument("--no-scheduler", action="store_true", help="skip the real-scheduler runs")
     parser.add_argument("--quick", action="store_true", help="N=100 only, one run each (a smoke test)")
+    parser.add_argument(
+        "--scheduler-load",
+        action="store_true",
+        help="only the scheduler-load comparison at N=1000 (updates its section of results.md)",
+    )
     args = parser.parse_args()
+    if args.scheduler_load:
+        WORK.mkdir(exist_ok=True)
+        ensure_cosmos()
+        project = projects([1000])["n1000"]
+        section = render_scheduler_load(project, scheduler_load(project, timeout=3600))
+        print("\n".join(section))
+        results = HERE / "results.md"
+        results.write_text(replace_section(results.read_text(), "## Scheduler load", section))
+        return
     if args.quick:
         args.repeats = args.slow_repeats = 1
     sizes = [100] if args.quick else [100, 1000, 5000]
@@ -513,19 +649,28 @@ def main() -> None:
             for kind in ("dbtflow", "cosmos_watcher"):
                 result = Result(kind)
                 try:
-                    seconds, state = under_scheduler(project, kind, timeout=1500)
-                    if state == "success":
-                        result.seconds.append(seconds)
+                    run = under_scheduler(project, kind, timeout=1500)
+                    if run.state == "success":
+                        result.seconds.append(run.seconds)
                     else:
-                        result.failed = f"run {state} after {seconds:.0f} s"
+                        result.failed = f"run {run.state} after {run.seconds:.0f} s"
                 except (AssertionError, RuntimeError) as exc:
                     result.failed = f"failed: {str(exc).splitlines()[0][:100]}"
                 log(f"{project.name} under a scheduler, {kind}: {result.cell()}")
                 scheduler[key][kind] = result
     retry = retry_bench(args.repeats)
     report = render(by_key, load_rows, runs, scheduler, retry, args)
+    results = HERE / "results.md"
+    if args.with_1000_runs and not args.no_scheduler:
+        load = render_scheduler_load(by_key["n1000"], scheduler_load(by_key["n1000"], timeout=3600))
+        report = replace_section(report, "## Scheduler load", load)
+    elif results.exists() and "## Scheduler load" in results.read_text():
+        # Keep the last scheduler-load measurement (`--scheduler-load` or `--with-1000-runs` redo it).
+        old = results.read_text().splitlines()
+        start, end = _section(old, "## Scheduler load") or (0, 0)
+        report = replace_section(report, "## Scheduler load", old[start:end])
     print(report)
-    (HERE / "results.md").write_text(report)
+    results.write_text(report)
 
 
 def render(by_key, load_rows, runs, scheduler, retry, args) -> str:  # type: ignore[no-untyped-def]
