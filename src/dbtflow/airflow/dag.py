@@ -197,7 +197,7 @@ def new_dag(
 ) -> DAG:
     """An Airflow ``DAG`` with dbtflow's defaults: no catch-up, dbt tags, a fixed start date, and
     one active run at a time (two runs would write the same models; the state store also makes
-    a second run's dbt wait for the first, see ``dbtflow.streaming.producer.wait_for_earlier_runs``)."""
+    a second run's dbt wait for the first, see ``dbtflow.streaming.producer.wait_for_other_runs``)."""
     dag_kwargs.setdefault("catchup", False)
     dag_kwargs.setdefault("max_active_runs", 1)
     dag_kwargs.setdefault("tags", tags)

@@ -74,6 +74,7 @@ class _Recorder:
         self.lock = threading.Lock()
         self.queue: queue.Queue[tuple[NodeResult, list[str]] | None] = queue.Queue()
         self.recorded: list[NodeResult] = []
+        self.in_history: set[str] = set()
         self.thread = threading.Thread(target=self._write, name="dbtflow-results", daemon=True)
         self.thread.start()
 
@@ -109,7 +110,9 @@ class _Recorder:
                 result, lines = item
                 self.store.record_result(self.invocation_id, self.key.dag_id, self.key.run_id, result, lines)
                 self.recorded.append(result)
-                results.append(result)
+                if result.unique_id not in self.in_history:  # dbt reports some skips twice
+                    self.in_history.add(result.unique_id)
+                    results.append(result)
             if results:
                 key = self.key
                 record_results(key.dag_id, key.run_id, key.task_id, key.try_number, results, _log)
@@ -136,10 +139,10 @@ class _Heartbeat:
         self.thread.join()
 
 
-def wait_for_earlier_runs(
+def wait_for_other_runs(
     store: StateStore, key: RunKey, invocation_id: str, log: Any = _log, poll_s: float = 1.0
 ) -> None:
-    """Block while a live invocation of another run of the DAG, started earlier, may be writing.
+    """Block while a live invocation of another run of the DAG writes its models.
 
     Airflow's ``max_active_runs=1`` (dbtflow's default) already keeps a second run from starting;
     this also covers a cleared older run, ``max_active_runs`` raised by the user, and runs of one
@@ -148,10 +151,10 @@ def wait_for_earlier_runs(
     """
     told: set[str] = set()
     while True:
-        earlier = store.earlier_writers(key.dag_id, key.run_id, invocation_id)
-        if not earlier:
+        blockers = store.start_writing(key.dag_id, key.run_id, invocation_id)
+        if not blockers:
             return
-        for other in earlier:
+        for other in blockers:
             if other.id not in told:
                 told.add(other.id)
                 log.info(
@@ -169,12 +172,12 @@ def wait_for_earlier_runs(
 @contextmanager
 def exclusive_invocation(store: StateStore, key: RunKey, log: Any = _log) -> Iterator[str]:
     """Register a dbt invocation for ``key`` that claims no node (the single and grouped patterns),
-    keep it alive while the body runs dbt, and start the body only when no earlier run writes."""
+    keep it alive while the body runs dbt, and start the body only when no other run of the DAG writes."""
     invocation_id, _ = store.start_invocation(key.dag_id, key.run_id, key.task_id, key.try_number, [])
     heartbeat = _Heartbeat(store, invocation_id)
     state = "failed"
     try:
-        wait_for_earlier_runs(store, key, invocation_id, log)
+        wait_for_other_runs(store, key, invocation_id, log)
         yield invocation_id
         state = "success"
     finally:
@@ -235,7 +238,7 @@ def build(
     state: str = "failed"
     error: str | None = "dbtflow stopped before dbt finished"
     try:
-        wait_for_earlier_runs(store, key, invocation_id)
+        wait_for_other_runs(store, key, invocation_id)
         outcome.run = run_dbt(
             project,
             ["build", *flags],

@@ -6,8 +6,8 @@ a SQLite file under ``$DBTFLOW_HOME`` by default (one machine), any SQLAlchemy U
 (``DBTFLOW_STATE_URL``, for example PostgreSQL shared by workers and triggerers).
 
 - ``invocations``: one row per dbt invocation, with a heartbeat so that a dead process is noticed;
-  an invocation lets the live invocations of other runs of its DAG that started before it finish
-  before it writes (``earlier_writers``).
+  ``writers``: the invocations writing a DAG's models now; an invocation starts writing only
+  when no live invocation of another run of the DAG is (``start_writing``).
 - ``claims``: which invocation is building each node, until it records the node's result; a node
   is never claimed by two live invocations at once, so no node is built twice concurrently.
 - ``results``: each node's result as dbt reports it, with the log lines of that node, and which
@@ -76,6 +76,14 @@ results = sa.Table(
     sa.Column("recorded_at", sa.Float, nullable=False),
     sa.Column("consumed_by", sa.Integer),
     sa.Index("ix_dbtflow_results_node", "dag_id", "run_id", "unique_id"),
+)
+writers = sa.Table(
+    "dbtflow_writers",
+    metadata,
+    sa.Column("invocation_id", sa.String(36), primary_key=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Index("ix_dbtflow_writers_dag", "dag_id"),
 )
 run_locks = sa.Table(
     "dbtflow_run_locks",
@@ -310,34 +318,36 @@ class StateStore:
                 .where(invocations.c.id == invocation_id, invocations.c.state == "running")
                 .values(state=state, error=error, finished_at=time.time())
             )
+            conn.execute(writers.delete().where(writers.c.invocation_id == invocation_id))
 
     def invocation(self, invocation_id: str) -> InvocationInfo | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(invocations).where(invocations.c.id == invocation_id)).first()
         return None if row is None else _info(row)
 
-    def earlier_writers(self, dag_id: str, run_id: str, invocation_id: str) -> list[InvocationInfo]:
-        """Live invocations of *other* runs of the DAG that started before this invocation.
+    def start_writing(self, dag_id: str, run_id: str, invocation_id: str) -> list[InvocationInfo]:
+        """Let the invocation write the DAG's models unless a live invocation of another run of
+        the DAG is writing them; return those (empty: this invocation may write now).
 
-        Invocations are ordered by start time (then id), so of two runs that start dbt at once
-        exactly one waits for the other: two runs of a DAG never write its models together.
+        The check and the claim happen in one transaction serialized per DAG, so of two runs
+        that ask at once exactly one goes first: two runs never write the DAG's models together.
         """
-        with self.engine.connect() as conn:
-            me = conn.execute(sa.select(invocations).where(invocations.c.id == invocation_id)).first()
-            if me is None:
-                return []
+        with self.engine.begin() as conn:
+            self._lock_run(conn, dag_id, "*")
             rows = conn.execute(
-                sa.select(invocations).where(
-                    invocations.c.dag_id == dag_id,
-                    invocations.c.run_id != run_id,
+                sa.select(invocations)
+                .select_from(writers.join(invocations, writers.c.invocation_id == invocations.c.id))
+                .where(
+                    writers.c.dag_id == dag_id,
+                    writers.c.run_id != run_id,
                     invocations.c.state == "running",
-                    sa.or_(
-                        invocations.c.started_at < me.started_at,
-                        sa.and_(invocations.c.started_at == me.started_at, invocations.c.id < invocation_id),
-                    ),
                 )
             ).all()
-        return [info for info in map(_info, rows) if info.alive]
+            blockers = [info for info in map(_info, rows) if info.alive]
+            if not blockers:
+                row = {"invocation_id": invocation_id, "dag_id": dag_id, "run_id": run_id}
+                conn.execute(writers.insert().values(**row))
+        return blockers
 
     def invocations_of_run(self, dag_id: str, run_id: str) -> list[InvocationInfo]:
         with self.engine.connect() as conn:
