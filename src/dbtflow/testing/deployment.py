@@ -98,7 +98,7 @@ class Deployment:
                     assert time.monotonic() < deadline, "the api-server did not start"
                     time.sleep(1)
             self._client = httpx.Client(
-                base_url=self.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+                base_url=self.api_url, headers={"Authorization": f"Bearer {token}"}, timeout=120
             )
         return self._client
 
