@@ -7,6 +7,7 @@ every ``dbtflow`` subprocess) uses the throw-away home and never ``~/.dbtflow``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -175,3 +176,16 @@ def built_since(before: list[Any], after: list[Any]) -> dict[str, str]:
         else:
             new[record.unique_id] = record.status
     return new
+
+
+def overlapping_builds(records: list[Any]) -> list[str]:
+    """History records of one node whose build intervals overlap (built twice at once)."""
+    found = []
+    for uid in {r.unique_id for r in records}:
+        runs = sorted((r for r in records if r.unique_id == uid), key=lambda r: r.started_at)
+        for a, b in itertools.pairwise(runs):
+            if b.started_at < a.started_at + a.execution_s - 0.05:
+                found.append(
+                    f"{uid}: {a.run_id}/{a.task_id}#{a.try_number} and {b.run_id}/{b.task_id}#{b.try_number}"
+                )
+    return found

@@ -12,7 +12,6 @@ together never write the same models at once.
 
 from __future__ import annotations
 
-import itertools
 import json
 import socket
 import subprocess
@@ -24,7 +23,7 @@ from dbtflow.streaming.store import StateStore
 from dbtflow.testing.deployment import Celery, airflow_deployment
 from postgres import create_role_and_database, ensure_local_server, psql
 
-from conftest import EXAMPLE, STG_TRIPS_AND_DOWNSTREAM, built_since, copy_project, run_cli
+from conftest import EXAMPLE, STG_TRIPS_AND_DOWNSTREAM, built_since, copy_project, overlapping_builds, run_cli
 
 DAG = """# airflow DAG with dbtflow
 from datetime import timedelta
@@ -62,24 +61,6 @@ def _fresh_database(name: str) -> str:
     psql(f"drop database if exists {name} with (force)")
     psql(f"create database {name}")
     return f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-
-
-def _overlaps(records: list) -> list[tuple[str, str, str]]:  # type: ignore[type-arg]
-    """Pairs of records of one node whose build intervals overlap."""
-    by_node: dict[str, list] = {}  # type: ignore[type-arg]
-    for r in records:
-        by_node.setdefault(r.unique_id, []).append(r)
-    found = []
-    for uid, runs in by_node.items():
-        runs.sort(key=lambda r: r.started_at)
-        for a, b in itertools.pairwise(runs):
-            if b.started_at < a.started_at + a.execution_s - 0.05:
-                found.append((uid, _who(a), _who(b)))
-    return found
-
-
-def _who(record) -> str:  # type: ignore[no-untyped-def]
-    return f"{record.run_id}/{record.task_id}#{record.try_number}"
 
 
 def _warehouse(sql: str) -> list[tuple]:  # type: ignore[type-arg]
@@ -149,7 +130,7 @@ def test_celery_workers_recover_from_faults_retry_and_never_write_together(tmp_p
         tasks = airflow.tasks("celery_flow", run_id)
         assert all(state == "success" for state, _ in tasks.values()), tasks
         records = [r for r in history.runs("celery_flow") if r.run_id == run_id]
-        assert not _overlaps(records), _overlaps(records)
+        assert not overlapping_builds(records), overlapping_builds(records)
         slow = [r for r in records if r.unique_id == SLOW]
         assert [r.status for r in slow] == ["success"], slow  # the killed build recorded nothing
         # Every table is whole: same counts as a reference build, and no dbt temporary relation left.
@@ -196,7 +177,7 @@ def test_celery_workers_recover_from_faults_retry_and_never_write_together(tmp_p
         assert airflow.wait_for_run("celery_twice", second, timeout=420) == "success"
         records = history.runs("celery_twice")
         assert {r.run_id for r in records} == {first, second}
-        assert not _overlaps(records), _overlaps(records)
+        assert not overlapping_builds(records), overlapping_builds(records)
         invs = [i for r in (first, second) for i in store.invocations_of_run("celery_twice", r)]
         earliest_end = min(i.finished_at or 0 for i in invs)
         assert all(i.started_at < earliest_end for i in invs), "both runs' dbt must have started together"

@@ -7,7 +7,6 @@ waits for the first."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -16,7 +15,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from dbtflow.monitoring.history import History, NodeRun
+from dbtflow.monitoring.history import History
 from dbtflow.streaming.store import StateStore
 from dbtflow.testing.deployment import airflow_deployment
 
@@ -26,6 +25,7 @@ from conftest import (
     STG_TRIPS_AND_DOWNSTREAM,
     built_since,
     copy_project,
+    overlapping_builds,
     run_cli,
     table_counts,
 )
@@ -45,17 +45,6 @@ SLOW = "model.bikeshare.slow_model"
 
 def _dag(project: Path, dag_id: str, retries: int = 0, extra: str = "") -> str:
     return DAG.format(project=str(project), dag_id=dag_id, retries=retries, extra=extra)
-
-
-def _overlaps(records: list[NodeRun]) -> list[str]:
-    """Records of one node whose build intervals overlap."""
-    found = []
-    for uid in {r.unique_id for r in records}:
-        runs = sorted((r for r in records if r.unique_id == uid), key=lambda r: r.started_at)
-        for a, b in itertools.pairwise(runs):
-            if b.started_at < a.started_at + a.execution_s - 0.05:
-                found.append(f"{uid}: {a.task_id}#{a.try_number} and {b.task_id}#{b.try_number}")
-    return found
 
 
 def _seconds(value: str) -> float:
@@ -172,7 +161,7 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         state = airflow.wait_for_run("sched_killed", run_id)
         assert state == "success", airflow.tasks("sched_killed", run_id)
         records = [r for r in history.runs("sched_killed") if r.run_id == run_id]
-        assert not _overlaps(records), _overlaps(records)
+        assert not overlapping_builds(records), overlapping_builds(records)
         assert [r.status for r in records if r.unique_id == SLOW] == ["success"]
         counts = table_counts(tmp_path / "warehouse.duckdb", ["slow_model", "fct_trips", "stg_trips"])
         assert counts["slow_model"] == 1 and counts["fct_trips"] == counts["stg_trips"] > 0, counts
