@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,18 @@ def overlapping_builds(records: list[Any]) -> list[str]:
                     f"{uid}: {a.run_id}/{a.task_id}#{a.try_number} and {b.run_id}/{b.task_id}#{b.try_number}"
                 )
     return found
+
+
+def pid_building(store: Any, dag_id: str, run_id: str, node: str, timeout: float = 240) -> int:
+    """Wait until a live invocation of the run holds ``node`` (a model downstream of fct_trips)
+    and fct_trips' result is in, so dbt is running ``node``; return the pid running dbt."""
+    upstream = "model.bikeshare.fct_trips"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = store.node_states(dag_id, run_id, [node, upstream])
+        holder = states.holders.get(node)
+        if holder is not None and holder.alive and upstream in states.newest:
+            time.sleep(1.0)  # dbt has started the slow statement
+            return int(holder.pid)
+        time.sleep(0.2)
+    raise AssertionError(f"{node} was never being built in {run_id}")

@@ -23,7 +23,15 @@ from dbtflow.streaming.store import StateStore
 from dbtflow.testing.deployment import Celery, airflow_deployment
 from postgres import create_role_and_database, ensure_local_server, psql
 
-from conftest import EXAMPLE, STG_TRIPS_AND_DOWNSTREAM, built_since, copy_project, overlapping_builds, run_cli
+from conftest import (
+    EXAMPLE,
+    STG_TRIPS_AND_DOWNSTREAM,
+    built_since,
+    copy_project,
+    overlapping_builds,
+    pid_building,
+    run_cli,
+)
 
 DAG = """# airflow DAG with dbtflow
 from datetime import timedelta
@@ -72,20 +80,6 @@ def _warehouse(sql: str) -> list[tuple]:  # type: ignore[type-arg]
         return list(cur.fetchall())
 
 
-def _wait_until_building(store: StateStore, dag_id: str, run_id: str, node: str, timeout: float = 240) -> int:
-    """Wait until a live invocation of the run holds ``node`` and its upstream results are in;
-    return the pid of the process running dbt."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = store.node_states(dag_id, run_id, [node, "model.bikeshare.fct_trips"])
-        holder = states.holders.get(node)
-        if holder is not None and holder.alive and "model.bikeshare.fct_trips" in states.newest:
-            time.sleep(1.0)  # dbt has started the slow statement
-            return holder.pid
-        time.sleep(0.2)
-    raise AssertionError(f"{node} was never being built in {run_id}")
-
-
 def test_celery_workers_recover_from_faults_retry_and_never_write_together(tmp_path: Path) -> None:
     ensure_local_server()
     _ensure_redis()
@@ -121,7 +115,7 @@ def test_celery_workers_recover_from_faults_retry_and_never_write_together(tmp_p
 
         # 1. SIGKILL the worker whose task runs dbt, while dbt builds the slow table.
         run_id = airflow.trigger("celery_flow")
-        pid = _wait_until_building(store, "celery_flow", run_id, SLOW)
+        pid = pid_building(store, "celery_flow", run_id, SLOW)
         killed = airflow.kill_component_of(pid)
         assert killed.startswith("worker"), killed
         assert airflow.wait_for_run("celery_flow", run_id, timeout=420) == "success", airflow.tasks(

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import statistics
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from conftest import (
     built_since,
     copy_project,
     overlapping_builds,
+    pid_building,
     run_cli,
     table_counts,
 )
@@ -156,7 +156,7 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         # SIGKILL the process running dbt while it builds the slow model.
         airflow.wait_for_dag("sched_killed")
         run_id = airflow.trigger("sched_killed")
-        pid = _pid_building(store, "sched_killed", run_id, SLOW)
+        pid = pid_building(store, "sched_killed", run_id, SLOW)
         os.kill(pid, signal.SIGKILL)
         state = airflow.wait_for_run("sched_killed", run_id)
         assert state == "success", airflow.tasks("sched_killed", run_id)
@@ -182,16 +182,3 @@ def _retry_via_api(api_url: str, dag_id: str, tmp_path: Path) -> dict:  # type: 
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return dict(json.loads(summary.read_text()))
-
-
-def _pid_building(store: StateStore, dag_id: str, run_id: str, node: str, timeout: float = 240) -> int:
-    """The pid of the process running dbt once it is building ``node`` (its upstream is done)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        states = store.node_states(dag_id, run_id, [node, "model.bikeshare.fct_trips"])
-        holder = states.holders.get(node)
-        if holder is not None and holder.alive and "model.bikeshare.fct_trips" in states.newest:
-            time.sleep(0.5)
-            return holder.pid
-        time.sleep(0.1)
-    raise AssertionError(f"{node} was never being built in {run_id}")

@@ -67,16 +67,21 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _add_report_args(parser: argparse.ArgumentParser) -> None:
+    """How a run is shown and summarized (``run`` and ``retry``)."""
+    parser.add_argument("--summary-json", type=Path, help="write the run's outcome as JSON to this file")
+    parser.add_argument(
+        "--progress", default="auto", choices=["auto", "live", "plain", "none"], help="progress display"
+    )
+
+
 def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="dbt threads")
     parser.add_argument(
         "--concurrency", type=int, help="tasks running at once (default: CPU count, at least 2)"
     )
     parser.add_argument("--dag-id", help="DAG id (default: dbtflow_<project>[_<pattern>])")
-    parser.add_argument("--summary-json", type=Path, help="write the run's outcome as JSON to this file")
-    parser.add_argument(
-        "--progress", default="auto", choices=["auto", "live", "plain", "none"], help="progress display"
-    )
+    _add_report_args(parser)
     parser.add_argument(
         "--no-head-start",
         action="store_true",
@@ -100,10 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("dag_id", help="the DAG (as `dbtflow run` printed it, or a deployment's DAG id)")
     retry.add_argument("--run-id", help="the DAG run to retry (default: the newest one)")
-    retry.add_argument("--summary-json", type=Path, help="write the run's outcome as JSON to this file")
-    retry.add_argument(
-        "--progress", default="auto", choices=["auto", "live", "plain", "none"], help="progress display"
-    )
+    _add_report_args(retry)
     retry.add_argument(
         "--api-url",
         default=os.environ.get("DBTFLOW_AIRFLOW_API_URL"),
