@@ -3,11 +3,12 @@ database, two Celery workers in separate processes and working folders (nothing 
 local disk but the dbt project), a PostgreSQL warehouse whose credentials come from an Airflow
 connection, and dbtflow's shared state and run-time history in PostgreSQL.
 
-One deployment, three stories, each checked from dbt's results, the history and the warehouse:
+One deployment, four stories, each checked from dbt's results, the history and the warehouse:
 a worker is SIGKILLed while dbt builds a slow model (the run recovers through Airflow's retries,
 no table is half-built, no node is built twice at once); a broken model is fixed and
 ``dbtflow retry DAG --api-url`` re-runs only it and its downstream; two runs of one DAG started
-together never write the same models at once.
+together never write the same models at once; and the single pattern's retry, on the other
+worker than its failed try, still runs ``dbt retry`` (the try's results are in the state database).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from dbtflow import DbtProject, dbt_dag
 dag = dbt_dag(
     DbtProject({project!r}, profile="warehouse"),
     dag_id={dag_id!r},
-    default_args={{"retries": 2, "retry_delay": timedelta(seconds=2)}},
+    default_args={{"retries": {retries}, "retry_delay": timedelta(seconds=2)}},
     {extra}
 )
 """
@@ -94,10 +95,13 @@ def test_celery_workers_recover_from_faults_retry_and_never_write_together(tmp_p
     (project / "models" / "marts" / "slow_summary.sql").write_text(SLOW_MODEL)
     dags = tmp_path / "dags"
     dags.mkdir()
-    (dags / "flow.py").write_text(DAG.format(project=str(project), dag_id="celery_flow", extra=""))
-    (dags / "twice.py").write_text(
-        DAG.format(project=str(project), dag_id="celery_twice", extra="max_active_runs=2,")
-    )
+    for name, dag_id, extra, retries in (
+        ("flow", "celery_flow", "", 2),
+        ("twice", "celery_twice", "max_active_runs=2,", 2),
+        ("single", "celery_single", "pattern='single',", 0),
+    ):
+        source = DAG.format(project=str(project), dag_id=dag_id, extra=extra, retries=retries)
+        (dags / f"{name}.py").write_text(source)
     env = {
         "DBTFLOW_HOME": str(tmp_path / "scheduler-home"),
         "DBTFLOW_STATE_URL": state_url,
@@ -110,8 +114,8 @@ def test_celery_workers_recover_from_faults_retry_and_never_write_together(tmp_p
     celery = Celery(metadata_url=metadata_url, broker_url=f"redis://{REDIS[0]}:{REDIS[1]}/9")
     store, history = StateStore(state_url), History(state_url)
     with airflow_deployment(tmp_path / "airflow", dags, env, celery=celery) as airflow:
-        airflow.wait_for_dag("celery_flow")
-        airflow.wait_for_dag("celery_twice")
+        for dag_id in ("celery_flow", "celery_twice", "celery_single"):
+            airflow.wait_for_dag(dag_id)
 
         # 1. SIGKILL the worker whose task runs dbt, while dbt builds the slow table.
         run_id = airflow.trigger("celery_flow")
@@ -175,3 +179,23 @@ def test_celery_workers_recover_from_faults_retry_and_never_write_together(tmp_p
         invs = [i for r in (first, second) for i in store.invocations_of_run("celery_twice", r)]
         earliest_end = min(i.finished_at or 0 for i in invs)
         assert all(i.started_at < earliest_end for i in invs), "both runs' dbt must have started together"
+
+        # 4. The single pattern: a broken model fails the one task; the worker that ran it dies;
+        #    the retry runs on the other worker and still re-runs only what failed or was skipped.
+        model.write_text("select no_such_column from {{ ref('raw_trips') }}\n")
+        single_run = airflow.trigger("celery_single")
+        assert airflow.wait_for_run("celery_single", single_run, timeout=420) == "failed"
+        before = [r for r in history.runs("celery_single") if r.run_id == single_run]
+        assert {r.unique_id for r in before if r.status == "success"} >= {"model.bikeshare.stg_stations"}
+        model.write_text(good)
+        first_worker = airflow.worker_that_ran("celery_single", single_run, "dbt_build", 1)
+        airflow.kill(first_worker)
+        done = run_cli(
+            "retry", "celery_single", "--api-url", airflow.api_url, "--progress", "none",
+            "--summary-json", str(summary), "--timeout", "420",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert airflow.worker_that_ran("celery_single", single_run, "dbt_build", 2) != first_worker
+        after = [r for r in history.runs("celery_single") if r.run_id == single_run]
+        again = built_since(before, after)
+        assert {u for u in again if u.startswith("model.")} == STG_TRIPS_AND_DOWNSTREAM | {SLOW}, again

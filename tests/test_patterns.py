@@ -58,13 +58,17 @@ def test_single_task_airflow_retry_runs_dbt_retry_for_the_failed_nodes_only(
         "select ok from {{ ref('flaky_report') }}\n"
     )
     summary = tmp_path / "run.json"
+    # The tries keep their run_results.json in object storage here (the state database otherwise).
+    kept = tmp_path / "artifacts"
     done = run_cli(
         "run", str(own_bikeshare), "--pattern", "single", "--progress", "none", "--summary-json",
         str(summary), "--retries", "1", "--retry-delay", "0",
-        env={"FLAG_DIR": str(tmp_path)},
+        env={"FLAG_DIR": str(tmp_path), "DBTFLOW_ARTIFACTS_URL": kept.as_uri()},
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     run_id, tasks = _summary(summary)
+    documents = sorted(p.relative_to(kept).parts[-2] for p in kept.rglob("run_results.json"))
+    assert documents == ["try_1", "try_2"], documents
     assert tasks == {"dbt_build": ("success", 2)}
     xcom = _xcom("dbtflow_bikeshare_single", run_id, "dbt_build")
     # The second try ran exactly what failed or was skipped in the first: the flaky model and

@@ -1,10 +1,11 @@
-"""Where a task keeps its try's ``run_results.json`` for the next try: Airflow object storage.
+"""Where a build task keeps each try's ``run_results.json`` for its next try's ``dbt retry``.
 
-A retry may run on another worker, so the document goes to an ``ObjectStoragePath``: by default
-a folder under the dbtflow home (one machine, or a shared volume), or any URL Airflow's object
-storage understands (``s3://bucket/dbtflow``, ``gs://...``, with an Airflow connection id) given
-as ``artifacts_url`` or ``DBTFLOW_ARTIFACTS_URL``. XCom cannot carry it: Airflow clears a task's
-XComs when its next try starts.
+A retry may run on another worker, and XCom cannot carry the document (Airflow clears a task's
+XComs when its next try starts). By default it goes to dbtflow's state database
+(``DBTFLOW_STATE_URL``), which a deployment of several workers shares already for streaming, so
+no other storage has to be set up. ``artifacts_url`` or ``DBTFLOW_ARTIFACTS_URL`` (any URL of
+Airflow's object storage: ``s3://bucket/dbtflow``, ``gs://...``, with a connection id) keep the
+documents there instead, beside the rest of a team's dbt artifacts.
 """
 
 from __future__ import annotations
@@ -12,44 +13,76 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
+from typing import Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 
-from dbtflow.project.config import dbtflow_home
+from dbtflow.streaming.store import StateStore, TaskTry
 
 ARTIFACTS_URL_ENV = "DBTFLOW_ARTIFACTS_URL"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=\-]")
 
 
-def artifacts_root(url: str | None = None, conn_id: str | None = None) -> ObjectStoragePath:
-    """The storage root: ``url``, else ``$DBTFLOW_ARTIFACTS_URL``, else the dbtflow home's folder."""
-    url = url or os.environ.get(ARTIFACTS_URL_ENV) or (dbtflow_home() / "artifacts").as_uri()
-    return ObjectStoragePath(url, conn_id=conn_id)
-
-
-class TryArtifacts:
+class TryArtifacts(Protocol):
     """The ``run_results.json`` of each try of one task instance."""
 
-    def __init__(self, root: ObjectStoragePath, dag_id: str, run_id: str, task_id: str, map_index: int = -1):
-        parts = [dag_id, run_id, task_id] + ([str(map_index)] if map_index >= 0 else [])
+    #: Where the documents are, for the task log.
+    where: str
+
+    def save(self, document: dict[str, Any]) -> None:
+        """Keep this try's document."""
+
+    def latest_before(self) -> tuple[int, dict[str, Any]] | None:
+        """The newest document an earlier try kept, with its try number."""
+
+
+class StoredTryArtifacts:
+    """Documents in dbtflow's state database."""
+
+    def __init__(self, store: StateStore, task: TaskTry) -> None:
+        self.store, self.task = store, task
+        self.where = f"the state database ({store.engine.url.render_as_string(hide_password=True)})"
+
+    def save(self, document: dict[str, Any]) -> None:
+        self.store.save_try_artifact(self.task, document)
+
+    def latest_before(self) -> tuple[int, dict[str, Any]] | None:
+        return self.store.try_artifact_before(self.task)
+
+
+class ObjectStorageTryArtifacts:
+    """Documents under ``root/<dag>/<run>/<task>[/<map index>]/try_<n>/run_results.json``."""
+
+    def __init__(self, root: ObjectStoragePath, task: TaskTry) -> None:
+        parts = [task.dag_id, task.run_id, task.task_id]
+        parts += [str(task.map_index)] if task.map_index >= 0 else []
         self.folder = root.joinpath(*(_UNSAFE.sub("_", p) for p in parts))
+        self.try_number = task.try_number
+        self.where = str(self.folder)
 
     def _file(self, try_number: int) -> ObjectStoragePath:
         return self.folder / f"try_{try_number}" / "run_results.json"
 
-    def save(self, try_number: int, document: dict[str, Any]) -> ObjectStoragePath:
-        path = self._file(try_number)
+    def save(self, document: dict[str, Any]) -> None:
+        path = self._file(self.try_number)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(document))
-        return path
 
-    def latest_before(self, try_number: int) -> tuple[int, dict[str, Any]] | None:
-        """The newest document kept by an earlier try, with its try number."""
-        for earlier in range(try_number - 1, 0, -1):
+    def latest_before(self) -> tuple[int, dict[str, Any]] | None:
+        for earlier in range(self.try_number - 1, 0, -1):
             path = self._file(earlier)
             if path.exists():
                 loaded = json.loads(path.read_text())
                 if isinstance(loaded, dict):
                     return earlier, loaded
         return None
+
+
+def try_artifacts(
+    task: TaskTry, store: StateStore, url: str | None = None, conn_id: str | None = None
+) -> TryArtifacts:
+    """Object storage at ``url`` (or ``$DBTFLOW_ARTIFACTS_URL``) when given, else the state database."""
+    url = url or os.environ.get(ARTIFACTS_URL_ENV)
+    if url:
+        return ObjectStorageTryArtifacts(ObjectStoragePath(url, conn_id=conn_id), task)
+    return StoredTryArtifacts(store, task)

@@ -1,11 +1,11 @@
 """``DbtBuildOperator``: many nodes in one dbt invocation (the single and grouped patterns).
 
 The first try runs ``dbt build`` (or the chosen command) for its nodes. Its ``run_results.json``
-is kept in object storage (``dbtflow.airflow.artifacts``); a later try of the same task instance
-(an Airflow retry, or a clear) runs ``dbt retry`` against it, so only what failed or was skipped
-runs again. The log ends with a table of every node's newest result, and the XCom return value
-is a compact per-node summary (with ``ran``: what this try's invocation ran), pushed for failed
-tries too.
+is kept where every worker finds it (``dbtflow.airflow.artifacts``); a later try of the same task
+instance (an Airflow retry, or a clear), on any worker, runs ``dbt retry`` against it, so only
+what failed or was skipped runs again. The log ends with a table of every node's newest
+result, and the XCom return value is a compact per-node summary (with ``ran``: what this try's
+invocation ran), pushed for failed tries too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException
 
-from dbtflow.airflow.artifacts import TryArtifacts, artifacts_root
+from dbtflow.airflow.artifacts import try_artifacts
 from dbtflow.airflow.operators import DbtOperatorBase, run_key
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.monitoring.forwarding import EventForwarder, RunContext
@@ -26,6 +26,7 @@ from dbtflow.project.report import failure_summary, results_table
 from dbtflow.project.results import summarize
 from dbtflow.project.selection import exact_selection
 from dbtflow.streaming.producer import exclusive_invocation
+from dbtflow.streaming.store import TaskTry
 
 
 class DbtBuildOperator(DbtOperatorBase):
@@ -56,16 +57,17 @@ class DbtBuildOperator(DbtOperatorBase):
     def execute(self, context: Any) -> Any:
         ti = context["ti"]
         try_number = int(ti.try_number)
-        kept = TryArtifacts(
-            artifacts_root(self.artifacts_url, self.artifacts_conn_id),
-            ti.dag_id,
-            ti.run_id,
-            ti.task_id,
-            _map_index(ti),
-        )
-        previous = kept.latest_before(try_number) if try_number > 1 else None
+        this_try = TaskTry(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), try_number)
+        kept = try_artifacts(this_try, self._store(), self.artifacts_url, self.artifacts_conn_id)
+        previous = kept.latest_before() if try_number > 1 else None
         if previous is not None:
-            self.log.info("Try %d: previous results from try %d at %s.", try_number, previous[0], kept.folder)
+            self.log.info("Try %d: previous results from try %d in %s.", try_number, previous[0], kept.where)
+        elif try_number > 1:
+            self.log.warning(
+                "Try %d: no earlier try left its results in %s, so this try builds everything again.",
+                try_number,
+                kept.where,
+            )
         selection = self.selection
         if selection is None:
             selection = exact_selection(load_graph(self.project), self.unique_ids)
@@ -89,7 +91,7 @@ class DbtBuildOperator(DbtOperatorBase):
         if outcome.mode == "retry":
             self.log.info("dbt retry ran %d node(s) that failed or were skipped.", len(outcome.retried))
         if outcome.document is not None:
-            kept.save(try_number, outcome.document)
+            kept.save(outcome.document)
         if outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
         results = outcome.results

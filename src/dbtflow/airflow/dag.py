@@ -134,9 +134,10 @@ def dbt_task_group(
     ``command`` (single and grouped): the dbt command each task runs, ``("build",)`` by default.
     ``model_deadlines``: a ``dbtflow.monitoring.deadlines.ModelDeadlines``; its notifiers are told
     while a model runs past its expected duration (in any task that runs dbt).
-    ``artifacts_url`` / ``artifacts_conn_id`` (single and grouped): Airflow object storage where a
-    try keeps its ``run_results.json`` for the next try's ``dbt retry`` (default: the dbtflow home,
-    or ``$DBTFLOW_ARTIFACTS_URL``); use shared storage when retries may run on another machine.
+    ``artifacts_url`` / ``artifacts_conn_id`` (single and grouped): where a try keeps its
+    ``run_results.json`` for the next try's ``dbt retry``: dbtflow's state database by default
+    (shared by the workers through ``DBTFLOW_STATE_URL``), or this Airflow object storage URL
+    (or ``$DBTFLOW_ARTIFACTS_URL``).
     """
 
     def add_tasks() -> None:

@@ -12,6 +12,12 @@ a SQLite file under ``$DBTFLOW_HOME`` by default (one machine), any SQLAlchemy U
   is never claimed by two live invocations at once, so no node is built twice concurrently.
 - ``results``: each node's result as dbt reports it, with the log lines of that node, and which
   task try consumed it (a retry never reuses the result its previous try already reported).
+- ``try_artifacts``: the ``run_results.json`` each try of a single or grouped build task left, for
+  its next try's ``dbt retry`` on whichever worker that try lands.
+
+The store keeps itself small: once a day, the first invocation to start deletes what is older than
+``DBTFLOW_STATE_RETENTION_DAYS`` (30 by default; ``0`` keeps everything). The run-time history
+(``dbtflow.monitoring.history``) is a separate table and is kept.
 """
 
 from __future__ import annotations
@@ -29,12 +35,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from dbtflow.errors import DbtflowError
 from dbtflow.project.config import dbtflow_home
 from dbtflow.project.results import FAILED_STATUSES, SKIPPED_STATUSES, NodeResult
 
 #: An invocation whose heartbeat is older than this is considered dead.
 STALE_AFTER_S = 30.0
+#: ...unless its process is on this machine and still exists: then it is more likely starved of
+#: CPU (a loaded machine) than dead, and building its nodes again would build them twice at once.
+LOCAL_STALE_AFTER_S = 300.0
 HEARTBEAT_EVERY_S = 2.0
+RETENTION_ENV = "DBTFLOW_STATE_RETENTION_DAYS"
+DEFAULT_RETENTION_DAYS = 30.0
+PRUNE_EVERY_S = 24 * 3600.0
 
 metadata = sa.MetaData()
 invocations = sa.Table(
@@ -85,6 +98,23 @@ writers = sa.Table(
     sa.Column("run_id", sa.String(250), nullable=False),
     sa.Index("ix_dbtflow_writers_dag", "dag_id"),
 )
+try_artifacts = sa.Table(
+    "dbtflow_try_artifacts",
+    metadata,
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("task_id", sa.String(250), primary_key=True),
+    sa.Column("map_index", sa.Integer, primary_key=True),
+    sa.Column("try_number", sa.Integer, primary_key=True),
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Column("saved_at", sa.Float, nullable=False),
+)
+maintenance = sa.Table(
+    "dbtflow_maintenance",
+    metadata,
+    sa.Column("task", sa.String(50), primary_key=True),
+    sa.Column("done_at", sa.Float, nullable=False),
+)
 run_locks = sa.Table(
     "dbtflow_run_locks",
     metadata,
@@ -115,11 +145,10 @@ class InvocationInfo:
         """Running, with a recent heartbeat, and (when on this machine) with its process present."""
         if self.state != "running":
             return False
-        if time.time() - self.heartbeat_at > STALE_AFTER_S:
-            return False
+        age = time.time() - self.heartbeat_at
         if self.host == socket.gethostname():
-            return _pid_alive(self.pid)
-        return True
+            return age <= LOCAL_STALE_AFTER_S and _pid_alive(self.pid)
+        return age <= STALE_AFTER_S
 
     def describe_death(self) -> str:
         if self.state == "died":
@@ -246,6 +275,7 @@ class StateStore:
         With ``skip_succeeded``, nodes that already succeeded in this DAG run are not claimed
         either. Returns the invocation id and the nodes it claimed (the ones it may build).
         """
+        self.prune_if_due()
         invocation_id = str(uuid.uuid4())
         now = time.time()
         wanted = list(dict.fromkeys(nodes))
@@ -387,25 +417,25 @@ class StateStore:
             )
 
     def node_states(
-        self, dag_id: str, run_id: str, unique_ids: Sequence[str], producer_task_id: str | None = None
+        self,
+        dag_id: str,
+        run_id: str,
+        unique_ids: Sequence[str] | None,
+        producer_task_id: str | None = None,
     ) -> NodeStates:
-        """The newest result of each node, the invocation claiming it, and whether the producer started."""
+        """The newest result of each node (``None``: every node of the run), the invocation
+        claiming it, and whether the producer started."""
+        result_filter = [results.c.dag_id == dag_id, results.c.run_id == run_id]
+        claim_filter = [claims.c.dag_id == dag_id, claims.c.run_id == run_id]
+        if unique_ids is not None:
+            result_filter.append(results.c.unique_id.in_(unique_ids))
+            claim_filter.append(claims.c.unique_id.in_(unique_ids))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(results)
-                .where(
-                    results.c.dag_id == dag_id,
-                    results.c.run_id == run_id,
-                    results.c.unique_id.in_(unique_ids),
-                )
-                .order_by(results.c.id)
-            ).all()
+            rows = conn.execute(sa.select(results).where(*result_filter).order_by(results.c.id)).all()
             claim_rows = conn.execute(
                 sa.select(claims.c.unique_id, invocations)
                 .select_from(claims.join(invocations, claims.c.invocation_id == invocations.c.id))
-                .where(
-                    claims.c.dag_id == dag_id, claims.c.run_id == run_id, claims.c.unique_id.in_(unique_ids)
-                )
+                .where(*claim_filter)
             ).all()
             producer_seen = producer_task_id is not None and (
                 conn.execute(
@@ -455,6 +485,110 @@ class StateStore:
                 .order_by(results.c.id)
             ).all()
         return [_stored(r) for r in rows]
+
+    # --- artifacts of build tasks' tries -----------------------------------------------------
+
+    def save_try_artifact(self, task: TaskTry, document: dict[str, Any]) -> None:
+        """Keep a try's ``run_results.json`` (a cleared task's same try number replaces it)."""
+        key = _task_key(task)
+        with self.engine.begin() as conn:
+            conn.execute(try_artifacts.delete().where(*key, try_artifacts.c.try_number == task.try_number))
+            conn.execute(
+                try_artifacts.insert().values(
+                    dag_id=task.dag_id,
+                    run_id=task.run_id,
+                    task_id=task.task_id,
+                    map_index=task.map_index,
+                    try_number=task.try_number,
+                    document=json.dumps(document),
+                    saved_at=time.time(),
+                )
+            )
+
+    def try_artifact_before(self, task: TaskTry) -> tuple[int, dict[str, Any]] | None:
+        """The newest document an earlier try of the task kept, with that try's number."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(try_artifacts.c.try_number, try_artifacts.c.document)
+                .where(*_task_key(task), try_artifacts.c.try_number < task.try_number)
+                .order_by(try_artifacts.c.try_number.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (int(row.try_number), json.loads(row.document))
+
+    # --- retention ---------------------------------------------------------------------------
+
+    def prune_if_due(self) -> dict[str, int]:
+        """``prune`` past the retention period, if no process did in the last day."""
+        days = retention_days()
+        now = time.time()
+        if days <= 0:
+            return {}
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(maintenance.c.done_at).where(maintenance.c.task == "prune")).first()
+            if row is not None and now - row.done_at < PRUNE_EVERY_S:
+                return {}
+            if row is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(maintenance.insert().values(task="prune", done_at=now))
+                except sa.exc.IntegrityError:
+                    return {}  # another process is pruning
+            else:
+                conn.execute(maintenance.update().where(maintenance.c.task == "prune").values(done_at=now))
+        return self.prune(now - days * 86400)
+
+    def prune(self, before: float) -> dict[str, int]:
+        """Delete invocations silent since ``before`` (finished or long dead), results and try
+        artifacts recorded before it, and what refers to them; return the rows deleted per table."""
+        gone = sa.select(invocations.c.id).where(invocations.c.heartbeat_at < before)
+        run_has_invocation = sa.exists().where(
+            invocations.c.dag_id == run_locks.c.dag_id, invocations.c.run_id == run_locks.c.run_id
+        )
+        statements = {
+            "results": results.delete().where(results.c.recorded_at < before),
+            "try_artifacts": try_artifacts.delete().where(try_artifacts.c.saved_at < before),
+            "claims": claims.delete().where(claims.c.invocation_id.in_(gone)),
+            "writers": writers.delete().where(writers.c.invocation_id.in_(gone)),
+            "invocations": invocations.delete().where(invocations.c.heartbeat_at < before),
+            "run_locks": run_locks.delete().where(run_locks.c.run_id != "*", ~run_has_invocation),
+        }
+        with self.engine.begin() as conn:
+            return {table: conn.execute(statement).rowcount for table, statement in statements.items()}
+
+
+def retention_days() -> float:
+    """Days the state store keeps (``DBTFLOW_STATE_RETENTION_DAYS``; 0 or less: forever)."""
+    value = os.environ.get(RETENTION_ENV, "").strip()
+    if not value:
+        return DEFAULT_RETENTION_DAYS
+    try:
+        return float(value)
+    except ValueError:
+        raise DbtflowError(
+            f"{RETENTION_ENV}={value!r} is not a number of days.",
+            "set it to a number of days such as 30, or 0 to keep everything.",
+        ) from None
+
+
+@dataclass(frozen=True)
+class TaskTry:
+    """One try of one task instance."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    try_number: int
+
+
+def _task_key(task: TaskTry) -> list[sa.ColumnElement[bool]]:
+    return [
+        try_artifacts.c.dag_id == task.dag_id,
+        try_artifacts.c.run_id == task.run_id,
+        try_artifacts.c.task_id == task.task_id,
+        try_artifacts.c.map_index == task.map_index,
+    ]
 
 
 def _stored(row: Any) -> StoredResult:

@@ -166,13 +166,28 @@ class Deployment:
         while ancestor is not None and ancestor.pid not in owners:
             ancestor = ancestor.parent()
         assert ancestor is not None, f"pid {pid} belongs to no component of this deployment"
-        doomed = [ancestor, *ancestor.children(recursive=True)]
+        self.kill(owners[ancestor.pid])
+        return owners[ancestor.pid]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a component with every process it started."""
+        import psutil
+
+        component = psutil.Process(self.processes[name].pid)
+        doomed = [component, *component.children(recursive=True)]
         for process in doomed:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(signal.SIGKILL)
         psutil.wait_procs(doomed, timeout=30)
-        self.processes[owners[ancestor.pid]].wait(timeout=30)
-        return owners[ancestor.pid]
+        self.processes[name].wait(timeout=30)
+
+    def worker_that_ran(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The Celery worker that ran a try of a task: the one whose log folder holds its log."""
+        name = f"dag_id={dag_id}/run_id={run_id}/task_id={task_id}/attempt={try_number}.log"
+        workers = [w for w in self.processes if w.startswith("worker")]
+        found = [w for w in workers if (self.home / w / "logs" / name).exists()]
+        assert len(found) == 1, f"the log of try {try_number} of {task_id} is in the folders of {found}"
+        return found[0]
 
     def close(self) -> None:
         if self._client is not None:
