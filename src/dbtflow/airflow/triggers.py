@@ -4,7 +4,8 @@ Streamed node tasks start directly in the triggerer (``start_from_trigger``), so
 waiting holds no worker slot. When dbt finishes the node, the trigger writes the node's log lines
 to the task log and ends the task itself (success or failure, with retries honoured) without a
 worker. Only when the node must be built on its own (a retry, a clear after the run, a dead dbt
-process) does the task go to a worker.
+process) does the task go to a worker. The waiting tasks of a run share one reader of the state
+database (``dbtflow.streaming.feed``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
 
+from dbtflow.airflow import triggerer_cache
 from dbtflow.project.report import failure_summary, results_table
 from dbtflow.project.results import summarize
-from dbtflow.streaming.consumer import Action, Decision, Watch, decide
+from dbtflow.streaming.consumer import Action, Decision, Watch, decide_from
+from dbtflow.streaming.feed import RunFeed, run_feed
 from dbtflow.streaming.store import StateStore
 
 #: How long a node task waits for the DAG run's producer task to start before building alone.
 PRODUCER_WAIT_S = 600.0
+
+# In Airflow's trigger runner (which imports this module before it starts a dbtflow trigger),
+# deserialize each DAG version once rather than once per trigger.
+triggerer_cache.install()
 
 
 def _identity(
@@ -93,50 +100,51 @@ class NodeResultTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         dag_id, run_id, try_number = self._identity()
         store = StateStore(self.state_url)
+        async with run_feed(
+            store, dag_id, run_id, self.nodes, self.producer_task_id, self.poll_interval
+        ) as feed:
+            event = await self._outcome(store, feed, try_number)
+        yield event
+
+    async def _outcome(self, store: StateStore, feed: RunFeed, try_number: int) -> TriggerEvent:
+        """Wait on the feed until the task can end (or must run alone); the event that says so."""
         watch = Watch()
         started = time.monotonic()
+        wanted, seen = frozenset(self.nodes), 0
         while True:
-            decision: Decision = await asyncio.to_thread(
-                decide,
-                store,
-                dag_id,
-                run_id,
+            snapshot = await feed.next(wanted, after=seen)
+            seen = snapshot.version
+            decision: Decision = decide_from(
+                snapshot.states,
                 self.nodes,
                 try_number,
                 watch,
                 main_node=self.main_node,
-                producer_task_id=self.producer_task_id,
-                wait_for_producer=time.monotonic() - started < self.producer_wait_s,
+                wait_for_producer=self.producer_task_id is not None
+                and time.monotonic() - started < self.producer_wait_s,
             )
             if decision.action is Action.WAIT:
-                await asyncio.sleep(self.poll_interval)
                 continue
             if decision.action is Action.REPORT:
                 ids = [r.id for r in decision.results]
                 if not await asyncio.to_thread(store.consume, ids, try_number):
                     continue
                 if not self.end_task:
-                    yield TriggerEvent({"action": Action.REPORT.value})
-                    return
+                    return TriggerEvent({"action": Action.REPORT.value})
                 for stored in decision.results:
                     for line in stored.log:
                         self.log.info("%s", line)
                 results = decision.node_results
                 if decision.failed:
                     self.log.error("dbt reported failures:\n%s", failure_summary(results))
-                    yield TaskFailedEvent()
-                else:
-                    yield TaskSuccessEvent(xcoms={"return_value": summarize(results)})
-                return
+                    return TaskFailedEvent()
+                return TaskSuccessEvent(xcoms={"return_value": summarize(results)})
             if decision.action is Action.FAIL:
-                if self.end_task:
-                    self.log.error("%s", decision.message)
-                    yield TaskFailedEvent()
-                else:
-                    yield TriggerEvent({"action": Action.FAIL.value, "message": decision.message})
-                return
-            yield TriggerEvent({"action": Action.RUN_ALONE.value})
-            return
+                if not self.end_task:
+                    return TriggerEvent({"action": Action.FAIL.value, "message": decision.message})
+                self.log.error("%s", decision.message)
+                return TaskFailedEvent()
+            return TriggerEvent({"action": Action.RUN_ALONE.value})
 
 
 class InvocationTrigger(BaseTrigger):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dbtflow.project.results import NodeResult
-from dbtflow.streaming.store import StateStore, StoredResult
+from dbtflow.streaming.store import NodeStates, StateStore, StoredResult
 
 
 class Action(StrEnum):
@@ -70,9 +70,30 @@ def decide(
     of building its nodes alone.
     """
     states = store.node_states(dag_id, run_id, nodes, producer_task_id)
+    return decide_from(
+        states,
+        nodes,
+        try_number,
+        watch,
+        main_node=main_node,
+        wait_for_producer=wait_for_producer and producer_task_id is not None,
+    )
+
+
+def decide_from(
+    states: NodeStates,
+    nodes: Sequence[str],
+    try_number: int,
+    watch: Watch,
+    *,
+    main_node: str | None = None,
+    wait_for_producer: bool = False,
+) -> Decision:
+    """``decide`` on states already read (they may cover more nodes than ``nodes``)."""
     newest, holders = states.newest, states.holders
+    mine = (newest[uid] for uid in nodes if uid in newest)
     fresh = {
-        uid: r for uid, r in newest.items() if r.consumed_by in (None, try_number) and not r.result.skipped
+        r.result.unique_id: r for r in mine if r.consumed_by in (None, try_number) and not r.result.skipped
     }
     if main_node is not None and main_node in fresh and fresh[main_node].result.failed:
         # The model failed: dbt skips its tests, so there is nothing more to wait for.
@@ -97,6 +118,6 @@ def decide(
                 Action.FAIL,
                 message=f"{reason}. Retry or clear this task to build {uid} on its own.",
             )
-    if wait_for_producer and producer_task_id is not None and not states.producer_seen:
+    if wait_for_producer and not states.producer_seen:
         return Decision(Action.WAIT)
     return Decision(Action.RUN_ALONE)

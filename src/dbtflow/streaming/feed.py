@@ -1,0 +1,98 @@
+"""One reader of the shared state per DAG run, for every task of the run waiting in one process.
+
+A streamed run of a 1000-model project has 1000 node tasks waiting in the triggerer at once. If
+each polled the state database on its own, the triggerer would run thousands of queries a second
+and fall behind, and tasks would end late. Instead, the waiting tasks of a run subscribe to one
+``RunFeed``: it reads the states of all their nodes in one query per interval and hands each
+subscriber the snapshot; a subscriber only ever sees snapshots that include its own nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from dbtflow.streaming.store import NodeStates, StateStore
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The states of the nodes the feed was asked for, as read at one moment."""
+
+    version: int
+    #: The nodes watched when it was read (its states cover the whole run).
+    nodes: frozenset[str]
+    states: NodeStates
+    error: BaseException | None = None
+
+
+class RunFeed:
+    """Reads the states of one DAG run's watched nodes, one query per ``interval``."""
+
+    def __init__(
+        self, store: StateStore, dag_id: str, run_id: str, producer_task_id: str | None, interval: float
+    ) -> None:
+        self.store = store
+        self.dag_id, self.run_id, self.producer_task_id = dag_id, run_id, producer_task_id
+        self.interval = interval
+        self.watched: Counter[str] = Counter()
+        self.snapshot = Snapshot(0, frozenset(), NodeStates({}, {}, producer_seen=False))
+        self.changed = asyncio.Condition()
+        self.reader: asyncio.Task[None] | None = None
+
+    async def _read(self) -> None:
+        while +self.watched:
+            nodes = frozenset(+self.watched)
+            try:
+                states = await asyncio.to_thread(
+                    self.store.node_states, self.dag_id, self.run_id, None, self.producer_task_id
+                )
+                snapshot = Snapshot(self.snapshot.version + 1, nodes, states)
+            except Exception as exc:  # every subscriber sees the error, as if it had queried itself
+                snapshot = Snapshot(self.snapshot.version + 1, nodes, self.snapshot.states, exc)
+            async with self.changed:
+                self.snapshot = snapshot
+                self.changed.notify_all()
+            await asyncio.sleep(self.interval)
+
+    async def next(self, nodes: frozenset[str], after: int) -> Snapshot:
+        """The first snapshot newer than version ``after`` that covers ``nodes``."""
+        async with self.changed:
+            await self.changed.wait_for(
+                lambda: self.snapshot.version > after and nodes <= self.snapshot.nodes
+            )
+            if self.snapshot.error is not None:
+                raise self.snapshot.error
+            return self.snapshot
+
+
+_FEEDS: dict[tuple[int, str, str, str, str | None], RunFeed] = {}
+
+
+@asynccontextmanager
+async def run_feed(
+    store: StateStore,
+    dag_id: str,
+    run_id: str,
+    nodes: Sequence[str],
+    producer_task_id: str | None,
+    interval: float,
+) -> AsyncIterator[RunFeed]:
+    """Subscribe ``nodes`` to the feed of their DAG run in this event loop (started on demand)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), store.url, dag_id, run_id, producer_task_id)
+    feed = _FEEDS.get(key)
+    if feed is None:
+        feed = _FEEDS[key] = RunFeed(store, dag_id, run_id, producer_task_id, interval)
+    feed.watched.update(nodes)
+    if feed.reader is None or feed.reader.done():
+        feed.reader = asyncio.create_task(feed._read(), name=f"dbtflow-feed-{dag_id}-{run_id}")
+    try:
+        yield feed
+    finally:
+        feed.watched.subtract(nodes)
+        if not +feed.watched and _FEEDS.get(key) is feed:
+            del _FEEDS[key]

@@ -1,0 +1,109 @@
+"""The run feed: the waiting tasks of a DAG run share one reader of the state database.
+
+A real SQLite store; the store class is extended only to count its queries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from dbtflow.project.results import NodeResult
+from dbtflow.streaming.feed import run_feed
+from dbtflow.streaming.store import NodeStates, StateStore
+
+INTERVAL = 0.05
+
+
+class CountingStore(StateStore):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.reads = 0
+        self.broken = False
+
+    def node_states(
+        self, dag_id: str, run_id: str, unique_ids: Sequence[str] | None, producer_task_id: str | None = None
+    ) -> NodeStates:
+        self.reads += 1
+        if self.broken:
+            raise OSError("the state database went away")
+        return super().node_states(dag_id, run_id, unique_ids, producer_task_id)
+
+
+async def _wait_for_result(store: StateStore, node: str) -> NodeResult:
+    async with run_feed(store, "dag", "run", [node], None, INTERVAL) as feed:
+        version = 0
+        while True:
+            snapshot = await feed.next(frozenset([node]), after=version)
+            assert node in snapshot.nodes
+            version = snapshot.version
+            if node in snapshot.states.newest:
+                return snapshot.states.newest[node].result
+
+
+def test_many_waiting_tasks_share_one_reader_and_each_gets_its_result(tmp_path: Path) -> None:
+    store = CountingStore(f"sqlite:///{tmp_path / 'state.db'}")
+    nodes = [f"model.p.m{i}" for i in range(200)]
+
+    async def scenario() -> list[NodeResult]:
+        waiting = [asyncio.create_task(_wait_for_result(store, node)) for node in nodes]
+        invocation_id, _ = store.start_invocation("dag", "run", "dbt_build", 1, nodes)
+        for i, node in enumerate(nodes):
+            store.record_result(invocation_id, "dag", "run", NodeResult(node, "success", rows_affected=i))
+            if i % 50 == 0:
+                await asyncio.sleep(3 * INTERVAL)
+        return await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
+
+    results = asyncio.run(scenario())
+    assert [r.unique_id for r in results] == nodes
+    assert [r.rows_affected for r in results] == list(range(200))
+    # One query per interval for all 200 tasks, not one per task and interval.
+    assert 1 <= store.reads <= 100, store.reads
+
+
+def test_a_task_that_joins_late_sees_only_snapshots_read_after_it_joined(tmp_path: Path) -> None:
+    store = CountingStore(f"sqlite:///{tmp_path / 'state.db'}")
+
+    async def scenario() -> tuple[int, int]:
+        first = asyncio.create_task(_wait_for_result(store, "model.p.a"))
+        await asyncio.sleep(5 * INTERVAL)
+        async with run_feed(store, "dag", "run", ["model.p.b"], None, INTERVAL) as feed:
+            joined_at = feed.snapshot.version
+            snapshot = await feed.next(frozenset(["model.p.b"]), after=0)
+        first.cancel()
+        return joined_at, snapshot.version
+
+    joined_at, first_seen = asyncio.run(scenario())
+    assert joined_at >= 1 and first_seen > joined_at
+
+
+def test_a_failing_read_reaches_every_waiting_task(tmp_path: Path) -> None:
+    store = CountingStore(f"sqlite:///{tmp_path / 'state.db'}")
+    store.broken = True
+
+    async def scenario() -> list[BaseException | NodeResult]:
+        waiting = [_wait_for_result(store, f"model.p.m{i}") for i in range(5)]
+        return await asyncio.gather(*waiting, return_exceptions=True)
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, OSError) and "went away" in str(o) for o in outcomes), outcomes
+    assert 1 <= store.reads <= 2, store.reads
+
+
+def test_the_reader_stops_when_the_last_task_stops_waiting(tmp_path: Path) -> None:
+    store = CountingStore(f"sqlite:///{tmp_path / 'state.db'}")
+
+    async def scenario() -> int:
+        task = asyncio.create_task(_wait_for_result(store, "model.p.a"))
+        await asyncio.sleep(5 * INTERVAL)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(3 * INTERVAL)
+        reads = store.reads
+        await asyncio.sleep(5 * INTERVAL)
+        return store.reads - reads
+
+    assert asyncio.run(scenario()) == 0

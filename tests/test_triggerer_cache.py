@@ -1,0 +1,65 @@
+"""Airflow's trigger runner deserializes a dbtflow DAG once per version, not once per trigger.
+
+Real Airflow serialization of a real dbtflow DAG; the cache sits where Airflow's trigger runner
+looks ``DagSerialization`` up."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dbtflow import DbtProject, dbt_dag
+from dbtflow.airflow import triggerer_cache
+
+
+@pytest.fixture
+def runner_module(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """The trigger runner's module with Airflow's own ``DagSerialization``, restored afterwards."""
+    import airflow.jobs.triggerer_job_runner as module
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    monkeypatch.setattr(module, "DagSerialization", DagSerialization)
+    yield module
+
+
+def _document(bikeshare_dir: Path, dag_id: str) -> str:
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    dag = dbt_dag(DbtProject(bikeshare_dir), dag_id=dag_id)
+    return json.dumps(DagSerialization.to_dict(dag))
+
+
+def test_the_trigger_runner_deserializes_each_dag_version_once(
+    runner_module: object, bikeshare_dir: Path, warehouse: Path
+) -> None:
+    original = runner_module.DagSerialization  # type: ignore[attr-defined]
+    cache = triggerer_cache.install()
+    assert cache is not None and runner_module.DagSerialization is cache  # type: ignore[attr-defined]
+    assert triggerer_cache.install() is cache, "installing twice keeps one cache"
+    document = _document(bikeshare_dir, "cached")
+    # Each trigger's workload carries its own copy of the document, as decoded from the supervisor.
+    task_ids = ["stg_trips", "fct_trips", "dbt_build"]
+    tasks = [cache.from_dict(json.loads(document)).get_task(task_id) for task_id in task_ids]
+    assert [t.task_id for t in tasks] == task_ids
+    assert tasks[0].start_from_trigger and tasks[0].unique_ids[0] == "model.bikeshare.stg_trips"
+    assert cache.deserialized == 1
+    # A changed DAG is another document: deserialized anew, and what it holds is the new DAG.
+    other = cache.from_dict(json.loads(_document(bikeshare_dir, "changed")))
+    assert other.dag_id == "changed" and cache.deserialized == 2
+    # Everything else is Airflow's own.
+    assert cache.to_dict == original.to_dict
+
+
+def test_the_cache_can_be_switched_off_and_stays_out_of_other_processes(
+    runner_module: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(triggerer_cache.SWITCH_ENV, "0")
+    assert triggerer_cache.install() is None
+    assert not isinstance(runner_module.DagSerialization, triggerer_cache.CachingDagSerialization)  # type: ignore[attr-defined]
+    monkeypatch.delenv(triggerer_cache.SWITCH_ENV)
+    monkeypatch.delitem(sys.modules, triggerer_cache.RUNNER_MODULE)
+    assert triggerer_cache.install() is None, "not a trigger runner: nothing to do"
