@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# setuptools leaves src/dbtflow.egg-info behind; on sys.path it is a second copy of the
+	# distribution, and Airflow would load dbtflow's plugin twice (a plugin import error).
+	rm -rf src/*.egg-info
 	touch $(STAMP)
 
 demo: $(STAMP)

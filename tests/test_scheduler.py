@@ -76,6 +76,11 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
     history = History(f"sqlite:///{tmp_path / 'dbtflow' / 'history.db'}")
     with airflow_deployment(tmp_path / "airflow", dags, env) as airflow:
         airflow.wait_for_dag("sched_good")
+        # dbtflow's plugin (run-time reports) loads once and cleanly.
+        plugins = airflow.api.get("/api/v2/plugins", params={"limit": 100}).json()["plugins"]
+        assert [p["name"] for p in plugins].count("dbtflow") == 1, plugins
+        plugin_errors = airflow.api.get("/api/v2/plugins/importErrors").json()
+        assert plugin_errors["total_entries"] == 0, plugin_errors
         run_id, state, seconds = airflow.trigger_and_wait("sched_good")
         assert state == "success", airflow.query("select task_id, state from task_instance")
         tis = airflow.query(
