@@ -145,6 +145,7 @@ def test_celery_workers_recover_from_faults_retry_and_never_write_together(tmp_p
         assert not leftovers, leftovers
         used = {i.pid for i in store.invocations_of_run("celery_flow", run_id)}
         assert pid in used and len(used) >= 2, "another worker must have finished the run"
+        airflow.start(killed)  # the machine comes back
 
         # 2. A broken model, fixed, then `dbtflow retry DAG --api-url`: only it and its downstream.
         model = project / "models" / "staging" / "stg_trips.sql"

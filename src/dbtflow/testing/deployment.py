@@ -62,7 +62,22 @@ class Deployment:
     command: str
     api_url: str
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: How each component is started: its arguments, environment and working folder.
+    commands: dict[str, tuple[list[str], dict[str, str], Path]] = field(default_factory=dict)
     _client: httpx.Client | None = None
+
+    def start(self, name: str) -> None:
+        """Start a component (again, after ``kill``: a worker machine coming back)."""
+        args, env, cwd = self.commands[name]
+        log = (self.home / f"{name}.log").open("a")
+        self.processes[name] = subprocess.Popen(
+            [self.command, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
 
     def airflow(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -144,10 +159,17 @@ class Deployment:
         return run_id, state, time.monotonic() - started
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        page = self._json(
-            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 1000}
-        )
-        return list(page["task_instances"])
+        """Every task instance of the run (the API serves them 100 at a time)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self._json(
+                "GET",
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 100, "offset": len(found), "order_by": "id"},
+            )
+            found += page["task_instances"]
+            if not page["task_instances"] or len(found) >= page["total_entries"]:
+                return found
 
     def tasks(self, dag_id: str, run_id: str) -> dict[str, tuple[str | None, int]]:
         """task id -> (state, try number)."""
@@ -262,23 +284,15 @@ def airflow_deployment(
     deployment.airflow("db", "migrate", timeout=300)
     if celery is None:
         deployment.query("PRAGMA journal_mode=WAL")
-    commands = {name[0]: (name, env, home) for name in COMPONENTS}
+    deployment.commands = {name[0]: (list(name), env, home) for name in COMPONENTS}
     for i in range(1, (celery.workers if celery else 0) + 1):
         folder = home / f"worker{i}"
         args = ["celery", "worker", "--celery-hostname", f"worker{i}@%h"]
         args += ["--without-mingle", "--without-gossip"]
-        commands[f"worker{i}"] = (args, _worker_env(env, folder), folder)
+        deployment.commands[f"worker{i}"] = (args, _worker_env(env, folder), folder)
     try:
-        for name, (args, component_env, cwd) in commands.items():
-            log = (home / f"{name}.log").open("w")
-            deployment.processes[name] = subprocess.Popen(
-                [command, *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=component_env,
-                cwd=cwd,
-                start_new_session=True,
-            )
+        for name in deployment.commands:
+            deployment.start(name)
         yield deployment
     finally:
         deployment.close()
