@@ -1,0 +1,210 @@
+"""Runs under a real scheduler: the four Airflow components, a DAG run triggered through the API.
+
+``make bench`` (and ``--scheduler-load``) uses it to compare dbtflow's streamed per_model DAG
+with Cosmos WATCHER on the same deployment (``dbtflow.testing.deployment``: LocalExecutor on
+SQLite), measuring what the run costs each component, not only its wall time: Airflow's own
+overhead competes with dbt for the same 2 cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cosmos import cosmos_dag_source
+from benchmarks.harness import BIN, COSMOS_VENV, THREADS, WORK, log, tree_cpu_seconds
+from benchmarks.projects import Project, ensure_manifest, fresh_database
+from benchmarks.scenarios import DBTFLOW_DAG, dbtflow_env
+
+#: How long a scheduler-load run may take before it is measured as not finished.
+SCHEDULER_LOAD_TIMEOUT_S = 1200.0
+
+
+@dataclass
+class SchedulerRun:
+    """One DAG run under a real scheduler, with what it cost Airflow's own components."""
+
+    #: From trigger to the end of the run, or to the time limit when it had not ended.
+    seconds: float
+    #: ``success``, ``failed``, or what was done when the time limit came.
+    state: str
+    #: CPU seconds of the scheduler (with its executor's workers) from trigger to end of the run.
+    scheduler_cpu_s: float
+    #: CPU seconds of the dag-processor over the same time.
+    processor_cpu_s: float
+    #: CPU seconds of the triggerer (where deferred tasks wait) over the same time.
+    triggerer_cpu_s: float
+    #: The dag-processor's own parse time of the DAG file ("Last Duration"), median of re-parses.
+    parse_s: float | None
+    #: The run's start to the end of the task that runs dbt (dbt's own work), from the metadata.
+    build_s: float | None = None
+    #: The end of the task that runs dbt to the end of the run: what Airflow adds after dbt.
+    tail_s: float | None = None
+    #: CPU seconds over the same time of each component's whole process tree, reaped children
+    #: included (``harness.tree_cpu_seconds``); ``workers`` is the scheduler's tree without the
+    #: scheduler process itself: the LocalExecutor's workers, the tasks and dbt.
+    tree_cpu_s: dict[str, float] = field(default_factory=dict)
+
+
+def _cpu_seconds(process: Any) -> float:
+    """CPU time of a process and its live children."""
+    import psutil
+
+    total = 0.0
+    for proc in [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+_STATS_ROW = re.compile(r"^dags-folder\s+(\S+\.py)\s+.*?\s(\d+\.\d+)s\s+\d{4}-\d\d-\d\dT", re.M)
+
+
+def _parse_durations(log: Path, file_name: str) -> list[float]:
+    """The dag-processor's "Last Duration" of the file, from each stats table it printed."""
+    return [float(d) for f, d in _STATS_ROW.findall(log.read_text(errors="replace")) if f == file_name]
+
+
+#: The kinds of DAG compared, and the task of each that runs dbt (its end: dbt is done).
+PRODUCER_TASK = {"dbtflow": "dbt_build", "bash": "dbt_build", "cosmos_watcher": "dbt_producer_watcher"}
+
+BASH_DAG = """# airflow DAG: one BashOperator task running plain dbt build
+from datetime import datetime
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG
+with DAG({dag_id!r}, schedule=None, start_date=datetime(2024, 1, 1), catchup=False):
+    BashOperator(task_id="dbt_build", bash_command={command!r}, cwd={path!r})
+"""
+
+
+def bash_dag_source(project: Project, dag_id: str) -> str:
+    path = str(project.path)
+    command = f"{BIN / 'dbt'} build --threads {THREADS} --project-dir {path} --profiles-dir {path}"
+    return BASH_DAG.format(dag_id=dag_id, command=command, path=path)
+
+
+#: The components whose CPU the scheduler table reports.
+COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+
+
+def _tree_cpu(processes: dict[str, Any]) -> dict[str, float]:
+    """Each component's tree CPU; the scheduler's split into itself and its workers."""
+    import psutil
+
+    out = {name: tree_cpu_seconds(processes[name].pid) for name in COMPONENTS}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        own = psutil.Process(processes["scheduler"].pid).cpu_times()
+        out["workers"] = out["scheduler"] - (own.user + own.system)
+        out["scheduler"] = own.user + own.system
+    return out
+
+
+def _timeline(airflow: Any, dag_id: str, run_id: str, producer: str) -> tuple[float | None, float | None]:
+    """Build time (run start to the producer's end) and tail (producer's end to run end)."""
+
+    def when(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    run = airflow.api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json()
+    ends = {ti["task_id"]: when(ti["end_date"]) for ti in airflow.task_instances(dag_id, run_id)}
+    start, end, built = when(run["start_date"]), when(run["end_date"]), ends.get(producer)
+    build = (built - start).total_seconds() if built and start else None
+    tail = (end - built).total_seconds() if built and end else None
+    return build, tail
+
+
+def under_scheduler(project: Project, kind: str, timeout: float) -> SchedulerRun:
+    """One DAG run under a real scheduler, for ``dbtflow``, ``bash`` or ``cosmos_watcher``."""
+    from dbtflow.testing.deployment import airflow_deployment
+
+    root = Path(tempfile.mkdtemp(prefix=f"sched-{kind}-", dir=WORK))
+    dags = root / "dags"
+    dags.mkdir()
+    dag_id = f"{kind}_{project.path.name}"
+    database = fresh_database(project)
+    if kind == "dbtflow":
+        (dags / f"{dag_id}.py").write_text(DBTFLOW_DAG.format(path=str(project.path), dag_id=dag_id))
+        command = None
+        env = {**dbtflow_env(project, database), "DBTFLOW_HOME": str(root / "dbtflow")}
+    elif kind == "bash":
+        (dags / f"{dag_id}.py").write_text(bash_dag_source(project, dag_id))
+        command = None
+        env = project.env(database)
+    else:
+        ensure_manifest(project)
+        (dags / f"{dag_id}.py").write_text(cosmos_dag_source(project, dag_id, mode="WATCHER"))
+        command = str(COSMOS_VENV / "bin" / "airflow")
+        env = project.env(database)
+    env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW")}
+    # Re-parse the file every 10 s and print the dag-processor's statistics every 5 s, so its
+    # steady-state parse time is seen several times during the run.
+    env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "10"
+    env["AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL"] = "5"
+    state = "not started"
+    try:
+        with airflow_deployment(root / "airflow", dags, env, airflow=command) as airflow:
+            airflow.wait_for_dag(dag_id, timeout=900)
+            components = [airflow.processes[c] for c in ("scheduler", "dag-processor", "triggerer")]
+            cpu_before = [_cpu_seconds(c) for c in components]
+            tree_before = _tree_cpu(airflow.processes)
+            started = time.monotonic()
+            run_id = airflow.trigger(dag_id)
+            state = _wait_or_count(airflow, dag_id, run_id, started + timeout)
+            seconds = time.monotonic() - started
+            cpu = [_cpu_seconds(c) - before for c, before in zip(components, cpu_before, strict=True)]
+            tree_after = _tree_cpu(airflow.processes)
+            build_s, tail_s = _timeline(airflow, dag_id, run_id, PRODUCER_TASK[kind])
+            time.sleep(6)  # one more statistics table
+        durations = _parse_durations(root / "airflow" / "dag-processor.log", f"{dag_id}.py")[1:]
+        return SchedulerRun(
+            seconds=seconds,
+            state=state,
+            scheduler_cpu_s=cpu[0],
+            processor_cpu_s=cpu[1],
+            triggerer_cpu_s=cpu[2],
+            parse_s=statistics.median(durations) if durations else None,
+            build_s=build_s,
+            tail_s=tail_s,
+            tree_cpu_s={k: tree_after[k] - tree_before.get(k, 0.0) for k in tree_after},
+        )
+    finally:
+        if state == "success":
+            shutil.rmtree(root, ignore_errors=True)
+        else:  # keep the components' and tasks' logs to see why
+            kept = WORK / "failed-runs" / root.name
+            kept.parent.mkdir(exist_ok=True)
+            shutil.move(root, kept)
+            log(f"{dag_id}: run {state}; its Airflow home and logs are kept in {kept}")
+
+
+def _wait_or_count(airflow: Any, dag_id: str, run_id: str, deadline: float) -> str:
+    """The run's final state, or (at the deadline) how many of its tasks had succeeded."""
+    while time.monotonic() < deadline:
+        state = airflow.run_state(dag_id, run_id)
+        if state in ("success", "failed"):
+            return str(state)
+        time.sleep(1)
+    states = [state for state, _ in airflow.tasks(dag_id, run_id).values()]
+    done, failed = states.count("success"), states.count("failed") + states.count("upstream_failed")
+    return f"not finished: {done} of {len(states)} tasks succeeded, {failed} failed or upstream_failed"
+
+
+def scheduler_load(project: Project, timeout: float) -> dict[str, SchedulerRun | str]:
+    """dbtflow and Cosmos WATCHER on the same project under the same set-up."""
+    out: dict[str, SchedulerRun | str] = {}
+    for kind in ("dbtflow", "cosmos_watcher"):
+        try:
+            out[kind] = under_scheduler(project, kind, timeout)
+        except Exception as exc:  # a failed side is reported in the table, not fatal
+            out[kind] = f"failed: {str(exc).splitlines()[0][:100]}"
+        log(f"{project.name} scheduler load, {kind}: {out[kind]}")
+    return out
