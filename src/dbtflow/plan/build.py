@@ -88,6 +88,10 @@ def make_plan(
 def producer_selection(
     select: Sequence[str], exclude: Sequence[str], selector: str | None, tests: TestMode
 ) -> tuple[str, ...]:
-    """The producer's dbt flags: the DAG's selection, without tests when they run elsewhere."""
-    extra = ["resource_type:test"] if tests in (TestMode.NONE, TestMode.AT_END) else []
+    """The producer's dbt flags: the DAG's selection, without tests when they run elsewhere (a
+    model's unit tests run with it, except with ``tests="none"``)."""
+    extra = {
+        TestMode.NONE: ["resource_type:test", "resource_type:unit_test"],
+        TestMode.AT_END: ["resource_type:test"],
+    }.get(tests, [])
     return tuple(selection_args(select, [*exclude, *extra], selector))

@@ -5,7 +5,11 @@ from its first tag, or from a user function mapping a ``Node`` to a group name. 
 waits for the groups its nodes' parents are in; a grouping that would make those dependencies
 circular is refused with the nodes that make the cycle. A test runs in its parent's group; a
 test with parents in several groups runs in the one downstream of all the others, or, when
-there is none, in a task of its own after all of them.
+there is none, in a task of its own after all of them. A unit test runs in its model's group:
+the group's ``dbt build`` runs it before the model and skips the model and its children in the
+group when it fails, as ``dbt build`` of the whole project would. A unit test whose model is in
+no group (not selected, or ephemeral) is left out: ``dbt build`` runs a unit test only with its
+model.
 """
 
 from __future__ import annotations
@@ -108,6 +112,9 @@ def plan_grouped(graph: DbtGraph, selected: frozenset[str], group_by: str | Grou
     own_test_tasks: list[TaskSpec] = []
     taken: set[str] = set()
     task_id = {name: unique_task_id(safe_id(name), taken) for name in order}
+    for unit_test in graph.unit_tests():
+        if unit_test.unique_id in selected and unit_test.attached_node in group:
+            members[group[unit_test.attached_node]].append(unit_test.unique_id)
     for test in graph.tests():
         if test.unique_id not in selected:
             continue

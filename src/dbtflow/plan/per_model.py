@@ -4,6 +4,17 @@ Ephemeral models get no task; dependencies pass through them. A test with one pa
 its parent's task (``with_model``), in a task right after it (``after_model``), with every other
 test at the end (``at_end``), or not at all (``none``). A test with several parents (for example
 ``relationships``) always gets its own task after all of its parents.
+
+A model's unit tests gate it, as in ``dbt build``: they run in the model's own task, in the same
+dbt invocation and before the model, in every mode but ``none``: dbt skips the model when one
+fails, so its task fails and its children do not run. Moving them after the model
+(``after_model``, ``at_end``) would build a model whose logic is known to be wrong. The task's
+nodes are ``(model, unit tests..., data tests...)``, so the model stays its main node. ``dbt
+build`` runs a unit test only as part of its model's job, so a unit test whose model has no task
+(not selected, or ephemeral) gets none either: ``dbt build --select unit_test:name`` runs nothing.
+``tests="none"`` runs no unit tests either (as ``dbt build --exclude-resource-type unit_test``):
+"none" means no tests of any kind; to keep unit tests but drop data tests, leave ``tests`` alone
+and ``exclude="resource_type:test"``.
 """
 
 from __future__ import annotations
@@ -32,7 +43,11 @@ def plan_per_model(
 
     single_parent_tests: dict[str, list[str]] = {}
     multi_parent_tests: list[str] = []
+    unit_tests_of: dict[str, list[str]] = {}
     if tests is not TestMode.NONE:
+        for unit_test in graph.unit_tests():
+            if unit_test.unique_id in selected and unit_test.attached_node in task_of:
+                unit_tests_of.setdefault(unit_test.attached_node, []).append(unit_test.unique_id)
         for test in graph.tests():
             if test.unique_id not in selected:
                 continue
@@ -54,7 +69,8 @@ def plan_per_model(
     for node in buildable:
         uid = node.unique_id
         upstream = tuple(sorted({gate[p] for p in graph.build_parents(uid) if p in gate}))
-        nodes: tuple[str, ...] = (uid,)
+        # The model first (its main node), then its unit tests, which dbt runs before it.
+        nodes: tuple[str, ...] = (uid, *unit_tests_of.get(uid, ()))
         if tests is TestMode.WITH_MODEL:
             nodes += tuple(single_parent_tests.get(uid, ()))
         specs.append(

@@ -18,7 +18,7 @@ from pathlib import Path
 from dbtflow.project.config import DbtProject
 
 #: Bump when the layout or meaning of cached files changes.
-CACHE_FORMAT = "4"
+CACHE_FORMAT = "5"
 _ENV_VAR = re.compile(rb"""env_var\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
 _ROOT_FILES = ("dbt_project.yml", "packages.yml", "dependencies.yml", "selectors.yml", "package-lock.yml")
 #: Large files (seeds) are keyed by size and modification time instead of content.

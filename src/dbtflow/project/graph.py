@@ -1,9 +1,14 @@
 """The dbt project as a typed, immutable graph, loaded from ``manifest.json`` (v12: dbt 1.10 and 1.11).
 
-Only what dbtflow needs is kept: the nodes that run (models, seeds, snapshots, tests), sources with
-their freshness settings, exposures, and the edges between them. Disabled nodes are absent (dbt
-keeps them in the manifest's ``disabled`` section, which is not read). Ephemeral models are kept in
-the graph, flagged, because dependencies pass through them.
+Only what dbtflow needs is kept: the nodes that run (models, seeds, snapshots, data tests and unit
+tests), sources with their freshness settings, exposures, and the edges between them. Disabled nodes
+are absent (dbt keeps them in the manifest's ``disabled`` section, which is not read). Ephemeral
+models are kept in the graph, flagged, because dependencies pass through them.
+
+Unit tests live in the manifest's own ``unit_tests`` section, not in ``nodes``; they are read as
+nodes of resource type ``unit_test`` attached to the model they test, because ``dbt build`` runs
+them before that model and skips the model (and everything after it) when one fails: every
+pattern must run them where the model is built.
 """
 
 from __future__ import annotations
@@ -20,13 +25,13 @@ from dbtflow.errors import DbtflowError
 #: Resource types that become work in Airflow: each gets a task in the per_model pattern.
 BUILDABLE_TYPES = frozenset({"model", "seed", "snapshot"})
 #: Resource types that dbt runs (``dbt build`` runs these).
-RUNNABLE_TYPES = BUILDABLE_TYPES | {"test"}
+RUNNABLE_TYPES = BUILDABLE_TYPES | {"test", "unit_test"}
 SUPPORTED_MANIFEST_VERSIONS = ("v12",)
 
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """A model, seed, snapshot or test."""
+    """A model, seed, snapshot, data test or unit test."""
 
     unique_id: str
     name: str
@@ -39,7 +44,7 @@ class Node:
     depends_on: tuple[str, ...]
     relation_name: str | None = None
     version: str | None = None
-    #: For generic tests on one model: the model it is attached to.
+    #: For generic tests on one model: the model it is attached to. For unit tests: the tested model.
     attached_node: str | None = None
     #: For generic tests: the macro name (``unique``, ``relationships``...); ``None`` for singular tests.
     test_name: str | None = None
@@ -158,7 +163,12 @@ class DbtGraph:
         return (n for _, n in sorted(self.nodes.items()) if n.is_buildable)
 
     def tests(self) -> Iterator[Node]:
+        """Data tests (generic and singular), in unique-id order; not unit tests."""
         return (n for _, n in sorted(self.nodes.items()) if n.resource_type == "test")
+
+    def unit_tests(self) -> Iterator[Node]:
+        """Unit tests, in unique-id order; ``attached_node`` is the model each one tests."""
+        return (n for _, n in sorted(self.nodes.items()) if n.resource_type == "unit_test")
 
     def build_parents(self, unique_id: str) -> tuple[str, ...]:
         """The buildable nodes this node depends on, looking through ephemeral models.
@@ -241,6 +251,26 @@ def _node(raw: dict[str, Any]) -> Node:
     )
 
 
+def _unit_test(raw: dict[str, Any]) -> Node:
+    """A unit test from the manifest's ``unit_tests`` section: it depends on its model only."""
+    config = raw.get("config") or {}
+    depends = tuple(dict.fromkeys((raw.get("depends_on") or {}).get("nodes") or ()))
+    version = raw.get("version")
+    return Node(
+        unique_id=raw["unique_id"],
+        name=raw["name"],
+        resource_type="unit_test",
+        package_name=raw["package_name"],
+        fqn=tuple(raw.get("fqn") or ()),
+        original_file_path=raw.get("original_file_path") or "",
+        materialized="",
+        tags=tuple(config.get("tags") or raw.get("tags") or ()),
+        depends_on=depends,
+        version=None if version is None else str(version),
+        attached_node=depends[0] if depends else None,
+    )
+
+
 def _source(raw: dict[str, Any]) -> Source:
     config = raw.get("config") or {}
     # dbt 1.10 moved freshness into config; 1.10 manifests may carry it in either place.
@@ -270,6 +300,7 @@ def graph_from_manifest(manifest: Mapping[str, Any], origin: str = "manifest.jso
                 "produce it with dbt-core 1.10 or 1.11 (manifest v12), or let dbtflow parse the project.",
             )
         nodes = [_node(raw) for raw in manifest["nodes"].values() if raw["resource_type"] in RUNNABLE_TYPES]
+        nodes += [_unit_test(raw) for raw in (manifest.get("unit_tests") or {}).values()]
         sources = [_source(raw) for raw in manifest.get("sources", {}).values()]
         exposures = [
             Exposure(

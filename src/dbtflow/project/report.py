@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from dbtflow.project.results import NodeResult
@@ -28,8 +29,22 @@ def results_table(results: Iterable[NodeResult]) -> str:
     return "\n".join(lines)
 
 
+#: Terminal colour codes (dbt Cloud and coloured runs leave them in messages).
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def failure_summary(results: Iterable[NodeResult]) -> str:
-    """One line per failed node: its id, status and dbt's message."""
-    return "\n".join(
-        f"{r.unique_id}: {r.status}: {' '.join((r.message or '').split())}" for r in results if r.failed
-    )
+    """One entry per failed node: its id, status and dbt's message.
+
+    A message's first line follows the id; its other lines (a unit test's diff of actual against
+    expected rows) follow, indented, so that a table stays a table.
+    """
+    entries = []
+    for r in results:
+        if not r.failed:
+            continue
+        lines = [line.rstrip() for line in _ANSI.sub("", r.message or "").splitlines() if line.strip()]
+        first, *rest = lines or [""]
+        head = f"{r.unique_id}: {r.status}: {' '.join(first.split())}"
+        entries.append("\n".join([head, *(f"    {line}" for line in rest)]))
+    return "\n".join(entries)
