@@ -97,7 +97,12 @@ class TaskPlan:
 
 def topological(tasks: Iterable[TaskSpec]) -> tuple[TaskSpec, ...]:
     """Tasks ordered so that every task comes after its upstream tasks (stable by task id)."""
-    by_id = {t.task_id: t for t in tasks}
+    by_id: dict[str, TaskSpec] = {}
+    for task in tasks:
+        if task.task_id in by_id:
+            # A plan that names two tasks alike would silently drop one: a bug, never bad input.
+            raise ValueError(f"Two tasks of the plan have the id {task.task_id!r}.")
+        by_id[task.task_id] = task
     done: set[str] = set()
     ordered: list[TaskSpec] = []
     for task_id in sorted(by_id):
