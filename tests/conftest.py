@@ -51,6 +51,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(_HOME, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_dag_id_owners() -> None:
+    """Each test starts as a new user would: no DAG id of `dbtflow run` belongs to a folder yet.
+
+    The whole session shares one home, and a DAG id belongs to the first folder that ran it there
+    (another folder with a project of the same name gets a DAG id of its own): without this, the
+    tests that run their own copy of the example (`dbtflow_bikeshare`) would depend on their order.
+    Tests of that rule run both folders within one test.
+    """
+    for record in (AIRFLOW_HOME.airflow_home / "requests").glob("*.json"):
+        record.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """The embedded Airflow's metadata database, created once per session."""

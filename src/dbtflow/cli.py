@@ -22,12 +22,16 @@ EXIT_FAILED_RUN = 1
 EXIT_BAD_INPUT = 2
 
 
+_PROFILE_HELP = "the profile's name in profiles.yml, as in dbt (default: `profile:` of dbt_project.yml)"
+
+
 def _add_project_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("project_dir", type=Path, help="folder holding dbt_project.yml")
     parser.add_argument("--profiles-dir", type=Path, help="folder holding profiles.yml")
     parser.add_argument(
         "--conn-id", help="an Airflow connection to build the dbt target from (instead of profiles.yml)"
     )
+    parser.add_argument("--profile", dest="profile_name", help=_PROFILE_HELP)
     parser.add_argument("--target", help="dbt target (default: the profile's)")
     parser.add_argument("--vars", type=_json_object, default={}, help="dbt vars as JSON")
     parser.add_argument("--manifest", type=Path, help="a manifest.json built elsewhere (skips parsing)")
@@ -80,7 +84,11 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--concurrency", type=int, help="tasks running at once (default: CPU count, at least 2)"
     )
-    parser.add_argument("--dag-id", help="DAG id (default: dbtflow_<project>[_<pattern>])")
+    parser.add_argument(
+        "--dag-id",
+        help="DAG id (default: dbtflow_<project>[_<pattern>], plus a hash of the folder when another "
+        "folder under $DBTFLOW_HOME already has that id)",
+    )
     _add_report_args(parser)
     parser.add_argument(
         "--no-head-start",
@@ -136,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--dag", help="only this DAG")
     report.add_argument("--project", type=Path, help="the dbt project, to mark the last run's critical path")
+    report.add_argument("--profile", dest="profile_name", help=_PROFILE_HELP)
     report.add_argument("--last", type=int, default=20, help="runs per model to consider")
     report.add_argument("--history-url", help="SQLAlchemy URL of the history (default: under DBTFLOW_HOME)")
 
@@ -163,6 +172,7 @@ def _request(args: argparse.Namespace) -> Any:
         profiles_dir=args.profiles_dir,
         target=args.target,
         profile=args.conn_id,
+        profile_name=args.profile_name,
         vars=args.vars,
         manifest_path=args.manifest,
         select=args.select,
@@ -227,6 +237,7 @@ def _render(args: argparse.Namespace) -> int:
         profile=args.conn_id,
         vars=args.vars,
         manifest_path=args.manifest,
+        profile_name=args.profile_name,
     )
     plan = make_plan(
         project,
@@ -301,7 +312,8 @@ def _report(args: argparse.Namespace) -> int:
     from dbtflow.project.config import DbtProject
     from dbtflow.project.manifest import load_graph
 
-    graph = load_graph(DbtProject(args.project)) if args.project else None
+    project = DbtProject(args.project, profile_name=args.profile_name) if args.project else None
+    graph = load_graph(project) if project is not None else None
     history = History(args.history_url).runs(dag_id=args.dag)
     out = args.out or reports_folder() / (args.dag or "all")
     print(write_report(history, out, graph=graph, last=args.last))

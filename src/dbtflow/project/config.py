@@ -36,7 +36,8 @@ class ProjectSettings:
     """The parts of ``dbt_project.yml`` that dbtflow reads without dbt."""
 
     name: str
-    profile_name: str
+    #: The ``profile:`` of ``dbt_project.yml``; ``None`` when it names none.
+    profile_name: str | None
     source_dirs: tuple[str, ...]
     packages_dir: str
 
@@ -77,7 +78,7 @@ def read_project_settings(project_dir: Path) -> ProjectSettings:
     profile = document.get("profile")
     return ProjectSettings(
         name=document["name"],
-        profile_name=str(profile) if profile else document["name"],
+        profile_name=str(profile) if profile else None,
         source_dirs=tuple(dict.fromkeys(dirs)),
         packages_dir=str(document.get("packages-install-path", "dbt_packages")),
     )
@@ -91,6 +92,10 @@ class DbtProject:
     ``profiles_dir=``), or a profile mapping that builds the target from an Airflow Connection
     at run time (see ``dbtflow.profiles``). With neither, dbt's own rule applies: the project
     folder if it holds a ``profiles.yml``, else ``$DBT_PROFILES_DIR``, else ``~/.dbt``.
+    ``profile_name`` is the profile's name in ``profiles.yml``, as dbt's ``--profile``: it
+    overrides the ``profile:`` of ``dbt_project.yml`` (which dbt needs when it is not given). A
+    profile built from a connection is generated under that name; a profile object passed as
+    ``profile`` carries its own name, and giving a different ``profile_name`` as well is refused.
     ``manifest_path`` points at a ``manifest.json`` produced elsewhere (for example in CI); without
     it dbtflow parses the project itself and caches the result.
     """
@@ -103,6 +108,7 @@ class DbtProject:
     profile: ProfileSource | str | None = None
     #: Arguments given to every dbt command, after dbtflow's own (for example ``["--no-use-colors"]``).
     extra_args: tuple[str, ...] = ()
+    profile_name: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path).expanduser().resolve())
@@ -128,7 +134,9 @@ class DbtProject:
             self.profile,
             profiles_dir=self.profiles_dir,
             project_dir=self.path,
-            profile_name=self.settings.profile_name,
+            profile_name=self.profile_name,
+            project_profile_name=self.settings.profile_name,
+            project_name=self.settings.name,
             target=self.target,
         )
 

@@ -61,6 +61,8 @@ class ProfilesDir:
     path: Path
     profile_name: str
     target: str | None = None
+    #: Where ``profile_name`` came from, for error messages (``named in dbt_project.yml``...).
+    origin: str | None = None
 
     def document(self) -> dict[str, Any]:
         file = self.path / "profiles.yml"
@@ -85,10 +87,11 @@ class ProfilesDir:
         profile = document.get(self.profile_name)
         if not isinstance(profile, dict):
             known = ", ".join(sorted(k for k in document if k != "config")) or "none"
+            named = f" ({self.origin})" if self.origin else ""
             raise DbtflowError(
-                f"Profile '{self.profile_name}' (named in dbt_project.yml) is not in {file}; "
-                f"it defines: {known}.",
-                f"add a '{self.profile_name}' profile to {file}, or point profiles_dir at the right folder.",
+                f"Profile '{self.profile_name}'{named} is not in {file}; it defines: {known}.",
+                f"add a '{self.profile_name}' profile to {file}, name one of its profiles "
+                "(--profile NAME), or point profiles_dir at the right folder.",
             )
         outputs = profile.get("outputs") or {}
         target = self.target or profile.get("target")
@@ -159,13 +162,28 @@ def resolve_profile_source(
     *,
     profiles_dir: Path | None,
     project_dir: Path,
-    profile_name: str,
+    profile_name: str | None,
     target: str | None,
+    project_profile_name: str | None = None,
+    project_name: str = "dbtflow",
 ) -> ProfileSource:
-    """Turn the ``profile=`` / ``profiles_dir=`` arguments of ``DbtProject`` into a source."""
+    """Turn the ``profile=`` / ``profiles_dir=`` / ``profile_name=`` arguments of ``DbtProject``
+    into a source.
+
+    ``profile_name`` (dbt's ``--profile``) wins over ``project_profile_name`` (the ``profile:`` of
+    ``dbt_project.yml``). A profile generated from a connection takes ``project_name`` when
+    neither is set; a ``profiles.yml`` then has no profile to read, which is refused as dbt does.
+    """
+    name = profile_name or project_profile_name
     if isinstance(profile, ProfileSource):
         if profiles_dir is not None:
             raise DbtflowError("Both profile= and profiles_dir= were given.", "pass only one of them.")
+        if profile_name is not None and profile_name != profile.profile_name:
+            raise DbtflowError(
+                f"profile_name='{profile_name}' was given with a profile object named "
+                f"'{profile.profile_name}'.",
+                "set the name on the profile object, or drop profile_name=.",
+            )
         return profile
     if isinstance(profile, str):
         if _string_resolver is None:
@@ -173,9 +191,17 @@ def resolve_profile_source(
                 f"profile='{profile}' names a connection, but no connection support is loaded.",
                 "import dbtflow (which loads dbtflow.profiles), or pass a profile mapping object.",
             )
-        return _string_resolver(profile, profile_name, target)
+        return _string_resolver(profile, name or project_name, target)
+    if name is None:
+        raise DbtflowError(
+            f"{project_dir / 'dbt_project.yml'} names no profile, and no profile name was given.",
+            "pass --profile NAME (profile_name= in DbtProject), or add `profile: NAME` to dbt_project.yml.",
+        )
     return ProfilesDir(
-        path=profiles_dir or default_profiles_dir(project_dir), profile_name=profile_name, target=target
+        path=profiles_dir or default_profiles_dir(project_dir),
+        profile_name=name,
+        target=target,
+        origin="given as --profile / profile_name=" if profile_name else "named in dbt_project.yml",
     )
 
 

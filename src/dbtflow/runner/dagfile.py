@@ -6,6 +6,7 @@ can be copied into a real deployment as it is.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class DagFileSpec:
     target: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     profile: str | None = None
+    profile_name: str | None = None
     manifest_path: Path | None = None
     dag_args: dict[str, Any] = field(default_factory=dict)
 
@@ -52,6 +54,8 @@ class DagFileSpec:
             project_args.append(f"vars={self.vars!r}")
         if self.profile is not None:
             project_args.append(f"profile={self.profile!r}")
+        if self.profile_name is not None:
+            project_args.append(f"profile_name={self.profile_name!r}")
         if self.manifest_path is not None:
             project_args.append(f"manifest_path={str(self.manifest_path)!r}")
         dag_args = "".join(f"    {key}={value!r},\n" for key, value in self.dag_args.items())
@@ -68,8 +72,12 @@ class DagFileSpec:
         return path
 
 
-def default_dag_id(project_name: str, pattern: str = "per_model") -> str:
+def default_dag_id(project_name: str, pattern: str = "per_model", folder: Path | None = None) -> str:
     """``dbtflow_<project>``, with ``_<pattern>`` for patterns other than per_model (each pattern
-    has its own task layout, so each gets its own DAG and run history)."""
+    has its own task layout, so each gets its own DAG and run history), and with ``folder`` a
+    short hash of that folder's absolute path (for a second folder holding a project of the
+    same name)."""
     suffix = "" if pattern == "per_model" else f"_{pattern}"
+    if folder is not None:
+        suffix += "_" + hashlib.blake2b(str(folder).encode(), digest_size=4).hexdigest()
     return "dbtflow_" + re.sub(r"[^A-Za-z0-9_]", "_", project_name) + suffix

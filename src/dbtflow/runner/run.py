@@ -19,7 +19,8 @@ from dbtflow.plan.model import TaskPlan
 from dbtflow.project.config import DbtProject
 from dbtflow.project.invoke import warm_up
 from dbtflow.project.manifest import load_manifest
-from dbtflow.runner.dagfile import DagFileSpec, default_dag_id
+from dbtflow.runner.dag_ids import choose_dag_id, request_file, requests_lock
+from dbtflow.runner.dagfile import DagFileSpec
 from dbtflow.runner.display import RunDisplay
 from dbtflow.runner.engine import Engine
 from dbtflow.runner.home import embedded_airflow
@@ -34,7 +35,10 @@ class RunRequest:
     project_dir: Path
     profiles_dir: Path | None = None
     target: str | None = None
+    #: An Airflow connection id to build the dbt target from (``--conn-id``).
     profile: str | None = None
+    #: The profile's name in profiles.yml (``--profile``), over dbt_project.yml's ``profile:``.
+    profile_name: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     manifest_path: Path | None = None
     select: list[str] = field(default_factory=list)
@@ -61,6 +65,7 @@ class RunRequest:
             vars=self.vars,
             profile=self.profile,
             manifest_path=self.manifest_path,
+            profile_name=self.profile_name,
         )
 
     def dag_args(self) -> dict[str, Any]:
@@ -102,11 +107,6 @@ class RunRequest:
         return cls(**values)
 
 
-def _request_file(dag_id: str) -> Path:
-    """Where ``dbtflow run`` keeps the request that made a DAG, for ``dbtflow retry DAG_ID``."""
-    return embedded_airflow().airflow_home / "requests" / f"{dag_id}.json"
-
-
 @dataclass
 class _Prepared:
     """What both ``run`` and ``retry`` set up before Airflow is imported."""
@@ -138,20 +138,28 @@ def _prepare(request: RunRequest) -> _Prepared:
             f"The selection matches no model, seed, snapshot or test of {project.name}.",
             "widen --select / --exclude (`dbt ls` with the same arguments shows what they match).",
         )
-    spec = DagFileSpec(
-        dag_id=request.dag_id or default_dag_id(project.name, request.pattern),
-        project_path=project.path,
-        profiles_dir=project.profiles_dir,
-        target=project.target,
-        vars=dict(project.vars),
-        profile=request.profile,
-        manifest_path=project.manifest_path,
-        dag_args=request.dag_args(),
-    )
-    dag_file = spec.write(airflow_home.dags_folder)
-    request_file = _request_file(spec.dag_id)
-    request_file.parent.mkdir(parents=True, exist_ok=True)
-    request_file.write_text(replace(request, dag_id=spec.dag_id).to_json())
+    with requests_lock():
+        spec = DagFileSpec(
+            dag_id=choose_dag_id(project.path, project.name, request.pattern, request.dag_id),
+            project_path=project.path,
+            profiles_dir=project.profiles_dir,
+            target=project.target,
+            vars=dict(project.vars),
+            profile=request.profile,
+            profile_name=request.profile_name,
+            manifest_path=project.manifest_path,
+            dag_args=request.dag_args(),
+        )
+        dag_file = spec.write(airflow_home.dags_folder)
+        # The request records the project's absolute folder: the DAG id belongs to it from now on.
+        recorded = replace(
+            request,
+            dag_id=spec.dag_id,
+            project_dir=project.path,
+            profiles_dir=project.profiles_dir,
+            manifest_path=project.manifest_path,
+        )
+        request_file(spec.dag_id).write_text(recorded.to_json())
     engine = None
     if plan.producer is not None and request.head_start:
         engine = Engine(project=project, threads=request.threads)
@@ -223,7 +231,7 @@ def retry_dag(
 ) -> RunOutcome:
     """``dbtflow retry DAG_ID``: retry a run that ``dbtflow run`` made under this ``$DBTFLOW_HOME``,
     with the arguments of the run that last wrote the DAG (some may be overridden)."""
-    path = _request_file(dag_id)
+    path = request_file(dag_id)
     if not path.exists():
         raise DbtflowError(
             f"No DAG {dag_id} has been run by `dbtflow run` under {embedded_airflow().home}.",
