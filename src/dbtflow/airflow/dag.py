@@ -94,6 +94,17 @@ def add_plan_tasks(
     for spec in plan.tasks:
         for upstream in spec.upstream:
             _link(operators[upstream], operators[spec.task_id])
+    if plan.producer:
+        # Task ids as Airflow knows them (a task group prefixes them).
+        producer = operators[plan.producer]
+        assert isinstance(producer, DbtProducerOperator)
+        owners = plan.task_of_node()
+        producer.node_tasks = {
+            uid: operators[owners[uid]].task_id for uid in producer.unique_ids if uid in owners
+        }
+        for op in operators.values():
+            if isinstance(op, DbtNodeOperator) and op.streamed:
+                op.producer_task_id = producer.task_id
     return operators
 
 

@@ -1,10 +1,12 @@
 """Operators that run dbt for a DAG's tasks.
 
 - ``DbtNodeOperator``: one model, seed or snapshot (with its tests), or a set of tests. Streamed,
-  it starts in the triggerer and reflects the producer's result for its nodes; otherwise (or on
-  a retry, or when nobody is building its nodes) it builds them alone on a worker, from the
-  cached manifest.
-- ``DbtProducerOperator``: the one dbt invocation of a streamed per_model DAG run.
+  it starts in the triggerer when the DAG run starts (trigger rule ``always``; it applies its
+  upstream tasks' ``all_success`` itself, see ``dbtflow.streaming.consumer``) and reflects the
+  producer's result for its nodes; otherwise (or on a retry, or when nobody is building its
+  nodes) it builds them alone on a worker, from the cached manifest.
+- ``DbtProducerOperator``: the one dbt invocation of a streamed per_model DAG run. It fails when
+  ``dbt build`` would: a node failed, or dbt reported a result no task owns (a project hook).
 """
 
 from __future__ import annotations
@@ -12,25 +14,30 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowRescheduleException, AirflowSkipException
 from airflow.triggers.base import StartTriggerArgs
 
 from dbtflow.airflow.deadlines import model_deadline_watch
 from dbtflow.airflow.task_log import DbtEventLogger
+from dbtflow.airflow.task_states import read_task_states
 from dbtflow.airflow.triggers import InvocationTrigger, NodeResultTrigger
 from dbtflow.monitoring.deadlines import ModelDeadlines
 from dbtflow.project.config import DbtProject
 from dbtflow.project.manifest import load_graph, load_manifest
 from dbtflow.project.report import failure_summary, results_table
 from dbtflow.project.results import NodeResult, summarize
-from dbtflow.streaming.consumer import Action, Watch, decide
+from dbtflow.streaming.consumer import TERMINAL_TASK_STATES, Action, Upstream, Watch, decide
 from dbtflow.streaming.producer import BuildOutcome, RunKey, build_claimed
 from dbtflow.streaming.store import StateStore
+from dbtflow.streaming.verdict import verdict
 
 DBT_COLOR = "#FF694B"
+#: How soon a streamed task run by `dag.test()` looks again when it has to wait for other tasks.
+SEQUENTIAL_WAIT_S = 0.2
 
 
 def run_key(context: Any) -> RunKey:
@@ -105,6 +112,10 @@ class DbtNodeOperator(DbtOperatorBase):
         poll_interval: float = 0.5,
         **kwargs: Any,
     ) -> None:
+        if streamed:
+            # Wait from the start of the run, not from the end of the upstream tasks: see the
+            # module docstring of dbtflow.streaming.consumer.
+            kwargs.setdefault("trigger_rule", "always")
         super().__init__(**kwargs)
         self.main_node = main_node
         self.streamed = streamed
@@ -112,35 +123,59 @@ class DbtNodeOperator(DbtOperatorBase):
         self.poll_interval = poll_interval
         if streamed:
             self.start_from_trigger = True
-            self.start_trigger_args = StartTriggerArgs(
-                trigger_cls=f"{NodeResultTrigger.__module__}.{NodeResultTrigger.__qualname__}",
-                trigger_kwargs={
-                    "nodes": self.unique_ids,
-                    "main_node": main_node,
-                    "producer_task_id": producer_task_id,
-                    "state_url": self.state_url,
-                    "poll_interval": poll_interval,
-                },
-                next_method="execute_complete",
-                timeout=self.execution_timeout,
-            )
+
+    @property
+    def start_trigger_args(self) -> StartTriggerArgs | None:
+        """Read when the DAG is serialized, once every dependency of the task is set."""
+        if not self.streamed:
+            return None
+        return StartTriggerArgs(
+            trigger_cls=f"{NodeResultTrigger.__module__}.{NodeResultTrigger.__qualname__}",
+            trigger_kwargs={
+                "nodes": self.unique_ids,
+                "main_node": self.main_node,
+                "producer_task_id": self.producer_task_id,
+                "state_url": self.state_url,
+                "poll_interval": self.poll_interval,
+                "upstream": sorted(self.upstream_task_ids),
+            },
+            next_method="execute_complete",
+            # A streamed task waits from the start of the run: its execution_timeout bounds its
+            # own build (alone, on a worker), not the wait for the run's dbt build.
+            timeout=None,
+        )
+
+    @start_trigger_args.setter
+    def start_trigger_args(self, value: StartTriggerArgs | None) -> None:
+        """Set by Airflow's deserialization only: the value is derived, so it is not kept."""
 
     def execute(self, context: Any) -> Any:
         if not self.streamed:
             return self._build_alone(context)
-        # A streamed task only starts on a worker when start_from_trigger was bypassed
-        # (`dag.test()` runs tasks one at a time): never wait for a producer that has not started.
-        return self._follow(context, wait_for_producer=False)
+        # A streamed task only starts on a worker when start_from_trigger was bypassed: `dag.test()`
+        # runs the scheduled tasks one at a time, in no particular order, and a deferral would block
+        # it until the trigger fires. So wait by rescheduling: the tasks it waits for run meanwhile.
+        return self._follow(context, sequential=True)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         action = (event or {}).get("action")
         if action == Action.FAIL.value:
             raise AirflowException(str((event or {}).get("message")))
+        if action == Action.SKIP.value:
+            raise AirflowSkipException(str((event or {}).get("message")))
         if action == Action.RUN_ALONE.value:
             return self._build_alone(context)
-        return self._follow(context, wait_for_producer=False)
+        return self._follow(context)
 
-    def _follow(self, context: Any, *, wait_for_producer: bool) -> Any:
+    def _upstream(self, key: RunKey) -> Upstream:
+        try:
+            task_states: dict[str, str | None] | None = read_task_states(key.dag_id, key.run_id)
+        except Exception as exc:  # without them, only dbt's side decides (as before streaming early)
+            self.log.warning("Could not read the run's task states (%s); deciding from dbt's alone.", exc)
+            task_states = None
+        return Upstream(tuple(sorted(self.upstream_task_ids)), task_states, self.producer_task_id)
+
+    def _follow(self, context: Any, *, sequential: bool = False) -> Any:
         key = run_key(context)
         decision = decide(
             self._store(),
@@ -150,8 +185,7 @@ class DbtNodeOperator(DbtOperatorBase):
             key.try_number,
             Watch(),
             main_node=self.main_node,
-            producer_task_id=self.producer_task_id,
-            wait_for_producer=wait_for_producer,
+            upstream=self._upstream(key),
         )
         if decision.action is Action.REPORT:
             self._store().consume([r.id for r in decision.results], key.try_number)
@@ -161,7 +195,11 @@ class DbtNodeOperator(DbtOperatorBase):
             return self._report(decision.node_results)
         if decision.action is Action.FAIL:
             raise AirflowException(decision.message)
+        if decision.action is Action.SKIP:
+            raise AirflowSkipException(decision.message)
         if decision.action is Action.WAIT:
+            if sequential:
+                raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=SEQUENTIAL_WAIT_S))
             self._defer_until_results(key)
         return self._build_alone(context)
 
@@ -173,6 +211,7 @@ class DbtNodeOperator(DbtOperatorBase):
                 producer_task_id=self.producer_task_id,
                 state_url=self.state_url,
                 poll_interval=self.poll_interval,
+                upstream=sorted(self.upstream_task_ids),
                 end_task=False,
                 dag_id=key.dag_id,
                 run_id=key.run_id,
@@ -205,7 +244,8 @@ class DbtNodeOperator(DbtOperatorBase):
         if outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
         mine = set(self.unique_ids)
-        results = [r for r in outcome.run.results if r.unique_id in mine]
+        # Its own nodes, and whatever else its invocation ran and failed (a project hook).
+        results = [r for r in outcome.run.results if r.unique_id in mine or r.failed]
         self._store().consume_invocation(outcome.invocation_id, key.try_number)
         return self._report(results)
 
@@ -213,14 +253,20 @@ class DbtNodeOperator(DbtOperatorBase):
 class DbtProducerOperator(DbtOperatorBase):
     """Run one ``dbt build`` for a streamed per_model DAG run; node tasks reflect its results.
 
-    The task succeeds when dbt ran to the end, even if nodes failed: their own tasks fail. A retry
-    builds the nodes that have not succeeded in this DAG run (and nobody else is building).
+    The task ends as ``dbt build`` exits: it fails when a node failed (the node's task shows why)
+    or when dbt reported a result that no task owns (a failing project hook). A retry builds the
+    nodes that have not succeeded in this DAG run, whose tasks still wait for them, and that
+    nobody else is building.
     """
 
-    def __init__(self, *, selection: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(
+        self, *, selection: Sequence[str] = (), node_tasks: dict[str, str] | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("priority_weight", 1000)
         super().__init__(**kwargs)
         self.selection = list(selection)
+        #: The task that reports each node (unique id -> task id).
+        self.node_tasks = dict(node_tasks or {})
 
     def start_in_triggerer(self) -> None:
         """Start in the triggerer: attach to a live invocation of the run if one exists, else build.
@@ -238,15 +284,31 @@ class DbtProducerOperator(DbtOperatorBase):
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         return self.execute(context)
 
-    def _build(self, key: RunKey, store: StateStore, on_event: Any) -> BuildOutcome:
+    def _still_wanted(self, key: RunKey) -> list[str]:
+        """The nodes whose tasks have not ended (a retry must not build for a task that is done)."""
+        if not self.node_tasks:
+            return list(self.unique_ids)
+        try:
+            states = read_task_states(key.dag_id, key.run_id)
+        except Exception as exc:
+            self.log.warning("Could not read the run's task states (%s); building every node.", exc)
+            return list(self.unique_ids)
+        done = {
+            uid for uid, task_id in self.node_tasks.items() if states.get(task_id) in TERMINAL_TASK_STATES
+        }
+        if done and key.try_number > 1:
+            self.log.info("%d node(s) are left out: their tasks have ended.", len(done))
+        return [uid for uid in self.unique_ids if uid not in done]
+
+    def _build(self, key: RunKey, store: StateStore, nodes: list[str], on_event: Any) -> BuildOutcome:
         return build_claimed(
             self.project,
             load_graph(self.project),
             lambda: load_manifest(self.project),
             store,
             key,
-            self.unique_ids,
-            selection=self.selection,
+            nodes,
+            selection=self.selection if len(nodes) == len(self.unique_ids) else None,
             threads=self.threads,
             on_event=on_event,
             skip_succeeded=True,
@@ -255,25 +317,29 @@ class DbtProducerOperator(DbtOperatorBase):
     def execute(self, context: Any) -> Any:
         key = run_key(context)
         store = self._store()
+        nodes = self._still_wanted(key)
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
-            outcome = self._build(key, store, on_event)
+            outcome = self._build(key, store, nodes, on_event)
         if outcome.held_elsewhere:
-            self.log.info(
-                "%d node(s) are being built by another invocation of this run; waiting for them.",
-                len(outcome.held_elsewhere),
-            )
-            wait_for_holders(store, key, outcome.held_elsewhere, self.log)
+            states = store.node_states(key.dag_id, key.run_id, outcome.held_elsewhere)
+            live = [uid for uid, info in states.holders.items() if info.alive]
+            if live:
+                self.log.info(
+                    "%d node(s) are being built by another invocation of this run; waiting for them.",
+                    len(live),
+                )
+                wait_for_holders(store, key, live, self.log)
         if outcome.run is not None and outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
-        newest = {s.result.unique_id: s.result for s in store.results_of_run(key.dag_id, key.run_id)}
-        results = [newest[uid] for uid in self.unique_ids if uid in newest]
-        self.log.info("dbt results:\n%s", results_table(results))
-        failed = [r for r in results if r.failed]
-        if failed:
-            self.log.warning(
-                "%d node(s) failed; their tasks report them:\n%s", len(failed), failure_summary(failed)
-            )
-        return summarize(results)
+        judged = verdict(
+            store.results_of_run(key.dag_id, key.run_id), self.unique_ids, {outcome.invocation_id}
+        )
+        self.log.info("dbt results:\n%s", results_table(judged.results))
+        summary = summarize(judged.results)
+        if not judged.ok:
+            context["ti"].xcom_push(key="return_value", value=summary)
+            raise AirflowException(judged.message())
+        return summary
 
 
 def wait_for_holders(

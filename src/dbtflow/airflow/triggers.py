@@ -1,31 +1,38 @@
 """The trigger that waits, in the triggerer, for a node's result from the streamed dbt invocation.
 
-Streamed node tasks start directly in the triggerer (``start_from_trigger``), so a node that is
-waiting holds no worker slot. When dbt finishes the node, the trigger writes the node's log lines
-to the task log and ends the task itself (success or failure, with retries honoured) without a
-worker. Only when the node must be built on its own (a retry, a clear after the run, a dead dbt
-process) does the task go to a worker. The waiting tasks of a run share one reader of the state
-database (``dbtflow.streaming.feed``).
+Streamed node tasks start directly in the triggerer (``start_from_trigger``) as soon as their DAG
+run starts (trigger rule ``always``), so a node that is waiting holds no worker slot, and a node's
+task ends within a feed interval of dbt finishing the node, however deep the node is in the DAG.
+When dbt finishes the node, the trigger writes the node's log lines to the task log and ends the
+task itself (success or failure, with retries honoured) without a worker. When an upstream task
+did not succeed, it ends the task ``skipped``, as ``dbt build`` skips the node. Only when the node
+must be built on its own (a retry, a clear after the run, a dead dbt process) does the task go to
+a worker. The waiting tasks of a run share one reader of the state database and of the run's
+Airflow task states (``dbtflow.streaming.feed``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSuccessEvent, TriggerEvent
+from airflow.triggers.base import (
+    BaseTrigger,
+    TaskFailedEvent,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 
 from dbtflow.airflow import triggerer_cache
+from dbtflow.airflow.task_states import read_task_states
 from dbtflow.project.report import failure_summary, results_table
 from dbtflow.project.results import summarize
-from dbtflow.streaming.consumer import Action, Decision, Watch, decide_from
+from dbtflow.streaming.consumer import Action, Decision, Upstream, Watch, decide_from
 from dbtflow.streaming.feed import RunFeed, run_feed
-from dbtflow.streaming.store import StateStore
-
-#: How long a node task waits for the DAG run's producer task to start before building alone.
-PRODUCER_WAIT_S = 600.0
+from dbtflow.streaming.store import InvocationInfo, StateStore
+from dbtflow.streaming.verdict import verdict
 
 # In Airflow's trigger runner (which imports this module before it starts a dbtflow trigger),
 # deserialize each DAG version once rather than once per trigger.
@@ -59,7 +66,7 @@ class NodeResultTrigger(BaseTrigger):
         producer_task_id: str | None = None,
         state_url: str | None = None,
         poll_interval: float = 0.5,
-        producer_wait_s: float = PRODUCER_WAIT_S,
+        upstream: list[str] | None = None,
         end_task: bool = True,
         dag_id: str | None = None,
         run_id: str | None = None,
@@ -71,7 +78,7 @@ class NodeResultTrigger(BaseTrigger):
         self.producer_task_id = producer_task_id
         self.state_url = state_url
         self.poll_interval = poll_interval
-        self.producer_wait_s = producer_wait_s
+        self.upstream = list(upstream or [])
         self.end_task = end_task
         self.dag_id = dag_id
         self.run_id = run_id
@@ -86,7 +93,7 @@ class NodeResultTrigger(BaseTrigger):
                 "producer_task_id": self.producer_task_id,
                 "state_url": self.state_url,
                 "poll_interval": self.poll_interval,
-                "producer_wait_s": self.producer_wait_s,
+                "upstream": self.upstream,
                 "end_task": self.end_task,
                 "dag_id": self.dag_id,
                 "run_id": self.run_id,
@@ -101,7 +108,13 @@ class NodeResultTrigger(BaseTrigger):
         dag_id, run_id, try_number = self._identity()
         store = StateStore(self.state_url)
         async with run_feed(
-            store, dag_id, run_id, self.nodes, self.producer_task_id, self.poll_interval
+            store,
+            dag_id,
+            run_id,
+            self.nodes,
+            self.producer_task_id,
+            self.poll_interval,
+            lambda: read_task_states(dag_id, run_id),
         ) as feed:
             event = await self._outcome(store, feed, try_number)
         yield event
@@ -109,7 +122,6 @@ class NodeResultTrigger(BaseTrigger):
     async def _outcome(self, store: StateStore, feed: RunFeed, try_number: int) -> TriggerEvent:
         """Wait on the feed until the task can end (or must run alone); the event that says so."""
         watch = Watch()
-        started = time.monotonic()
         wanted, seen = frozenset(self.nodes), 0
         while True:
             snapshot = await feed.next(wanted, after=seen)
@@ -120,8 +132,7 @@ class NodeResultTrigger(BaseTrigger):
                 try_number,
                 watch,
                 main_node=self.main_node,
-                wait_for_producer=self.producer_task_id is not None
-                and time.monotonic() - started < self.producer_wait_s,
+                upstream=Upstream(tuple(self.upstream), snapshot.task_states, self.producer_task_id),
             )
             if decision.action is Action.WAIT:
                 continue
@@ -139,6 +150,11 @@ class NodeResultTrigger(BaseTrigger):
                     self.log.error("dbt reported failures:\n%s", failure_summary(results))
                     return TaskFailedEvent()
                 return TaskSuccessEvent(xcoms={"return_value": summarize(results)})
+            if decision.action is Action.SKIP:
+                if not self.end_task:
+                    return TriggerEvent({"action": Action.SKIP.value, "message": decision.message})
+                self.log.warning("%s", decision.message)
+                return TaskSkippedEvent()
             if decision.action is Action.FAIL:
                 if not self.end_task:
                     return TriggerEvent({"action": Action.FAIL.value, "message": decision.message})
@@ -182,16 +198,31 @@ class InvocationTrigger(BaseTrigger):
             if not any(info is not None and info.alive for info in infos):
                 break
             await asyncio.sleep(self.poll_interval)
-        states = await asyncio.to_thread(store.node_states, dag_id, run_id, self.nodes)
-        results = [s.result for s in states.newest.values()]
-        self.log.info("dbt results:\n%s", results_table(results))
-        dead = [i for i in infos if i is not None and i.state in ("running", "died")]
-        failed = [i for i in infos if i is not None and i.state == "failed"]
-        for info in dead:
-            self.log.error("The dbt invocation %s stopped: %s.", info.id, info.describe_death())
-        for info in failed:
-            self.log.error("dbt failed: %s", info.error)
-        if dead or failed:
+        # Judge from the state as it stands now: an invocation writes its final state before its
+        # process exits, so a reading taken after it was seen gone shows that state.
+        infos = [await asyncio.to_thread(store.invocation, inv_id) for inv_id in attached]
+        run_results = await asyncio.to_thread(store.results_of_run, dag_id, run_id)
+        judged = verdict(run_results, self.nodes, attached)
+        self.log.info("dbt results:\n%s", results_table(judged.results))
+        stopped = _stopped(infos)
+        for line in stopped:
+            self.log.error("%s", line)
+        if not judged.ok:
+            self.log.error("%s", judged.message())
+        if stopped or not judged.ok:
             yield TaskFailedEvent()
         else:
-            yield TaskSuccessEvent(xcoms={"return_value": summarize(results)})
+            yield TaskSuccessEvent(xcoms={"return_value": summarize(judged.results)})
+
+
+def _stopped(infos: list[InvocationInfo | None]) -> list[str]:
+    """Why each invocation that did not end well stopped."""
+    lines = []
+    for info in infos:
+        if info is None:
+            continue
+        if info.state in ("running", "died"):
+            lines.append(f"The dbt invocation {info.id} stopped: {info.describe_death()}.")
+        elif info.state == "failed":
+            lines.append(f"dbt failed: {info.error}")
+    return lines

@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from dbtflow.airflow.task_states import database_reader, use_reader
 from dbtflow.runner.display import FINISHED, RunDisplay, TaskRow
 from dbtflow.runner.engine import Engine
 from dbtflow.runner.triggerer import InlineTriggerer
@@ -117,7 +118,14 @@ def clear_failed(dag: Any, run_id: str | None) -> tuple[Any, Any, set[str]]:
             f"The DAG {dag.dag_id} has no {which} to retry.", "start one with `dbtflow run` first."
         )
     failed = (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED)
-    tis = [ti for ti in dag_run.get_task_instances(session=session) if ti.state in failed]
+    all_tis = dag_run.get_task_instances(session=session)
+    failed_ids = {ti.task_id for ti in all_tis if ti.state in failed}
+    # And their downstream (Airflow's clear with include_downstream): the dependants of a failed
+    # streamed node end skipped, as dbt skips them.
+    downstream = {
+        d for task_id in failed_ids for d in dag.get_task(task_id).get_flat_relative_ids(upstream=False)
+    }
+    tis = [ti for ti in all_tis if ti.task_id in failed_ids or ti.task_id in downstream]
     if not tis:
         raise DbtflowError(
             f"DAG run {dag_run.run_id} of {dag.dag_id} has no failed task to retry.",
@@ -157,6 +165,8 @@ class LocalDagRun:
         self.display = display
         self.engine = engine
         self.triggerer = InlineTriggerer()
+        # Streamed node tasks read their run's task states; in this process, from the database.
+        use_reader(database_reader)
         self._render_log = log_filename_template_renderer()
         self.pool = WorkerPool(dag, concurrency, self.log_path)
         #: Run once in this process before the first task is forked (Airflow's API, dbt).

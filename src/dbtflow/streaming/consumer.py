@@ -1,31 +1,48 @@
-"""What a node's task should do now, given the shared state: report, wait, run alone, or fail.
+"""What a node's task should do now, given the shared state: report, wait, run alone, skip or fail.
 
 Used by the trigger that waits in the triggerer and by the operator when it runs on a worker,
-so both follow the same rules:
+so both follow the same rules.
+
+Streamed node tasks start when the DAG run starts (trigger rule ``always``), not when their
+upstream tasks have ended: otherwise the results of a finished ``dbt build`` would reach the
+tasks one DAG layer at a time, a scheduler and triggerer round trip each. Since Airflow no
+longer holds a task back until its upstream tasks succeeded, these rules apply Airflow's
+``all_success`` themselves, from the Airflow states of the task's upstream tasks:
 
 - A result counts for a task try if no earlier try already reported it. A ``skipped`` result
-  never counts: dbt skipped the node because an upstream node failed, and if this task runs at
-  all, its upstream tasks have since succeeded.
+  never counts by itself: dbt skipped the node because something upstream failed.
+- A failure among the task's nodes ends the task at once when nothing else of it will run: its
+  model failed, or a unit test failed and dbt skipped the model.
 - If a live invocation is building a node the task still needs, wait.
 - If the invocation this task saw building its node stopped (died, or ended without a result),
-  fail with a message that says so; a retry then runs the node alone.
-- If nobody is building it, run it alone.
+  fail with a message that says so; a retry then runs the node alone. A death is believed only
+  when a second reading of the state, made after the process was seen gone, still shows it
+  running: an invocation writes its final state before its process exits.
+- If the run's producer task has not ended and has no live invocation yet (it is still starting,
+  or waiting for its retry), wait: it will build the node.
+- Otherwise the upstream tasks decide, as ``all_success`` would: wait while one has not ended;
+  skip when one did not succeed (its dependants are not built, as ``dbt build`` skips them);
+  run alone when all succeeded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dbtflow.project.results import NodeResult
 from dbtflow.streaming.store import NodeStates, StateStore, StoredResult
 
+#: Airflow task instance states after which a task does not run again unless it is cleared.
+TERMINAL_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+
 
 class Action(StrEnum):
     REPORT = "report"
     WAIT = "wait"
     RUN_ALONE = "run_alone"
+    SKIP = "skip"
     FAIL = "fail"
 
 
@@ -46,9 +63,25 @@ class Decision:
 
 @dataclass
 class Watch:
-    """What one waiting task has seen so far (the invocations it saw alive)."""
+    """What one waiting task has seen so far."""
 
+    #: Invocations it saw alive.
     seen_alive: set[str] = field(default_factory=set)
+    #: Invocations it saw dead once (confirmed on the next reading).
+    seen_dead: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """What a streamed task knows of the Airflow side of its DAG run."""
+
+    #: Airflow task ids of the task's upstream tasks.
+    task_ids: tuple[str, ...] = ()
+    #: The run's task states (task id -> state, ``None`` before it was scheduled); ``None`` when
+    #: they could not be read, in which case only the dbt side decides.
+    task_states: Mapping[str, str | None] | None = None
+    #: The producer task's id, when the run has one.
+    producer_task_id: str | None = None
 
 
 def decide(
@@ -60,24 +93,15 @@ def decide(
     watch: Watch,
     *,
     main_node: str | None = None,
-    producer_task_id: str | None = None,
-    wait_for_producer: bool = False,
+    upstream: Upstream = Upstream(),
 ) -> Decision:
-    """Decide for a task that reports ``nodes`` (``main_node`` first, then its tests).
+    """Decide for a task that reports ``nodes`` (``main_node`` first, then its tests)."""
+    states = store.node_states(dag_id, run_id, nodes, upstream.producer_task_id)
+    return decide_from(states, nodes, try_number, watch, main_node=main_node, upstream=upstream)
 
-    With ``wait_for_producer``, a task whose nodes nobody is building waits until the DAG run's
-    producer task has registered its invocation (it may still be starting on a worker) instead
-    of building its nodes alone.
-    """
-    states = store.node_states(dag_id, run_id, nodes, producer_task_id)
-    return decide_from(
-        states,
-        nodes,
-        try_number,
-        watch,
-        main_node=main_node,
-        wait_for_producer=wait_for_producer and producer_task_id is not None,
-    )
+
+def _usable(stored: StoredResult, try_number: int) -> bool:
+    return stored.consumed_by in (None, try_number)
 
 
 def decide_from(
@@ -87,17 +111,18 @@ def decide_from(
     watch: Watch,
     *,
     main_node: str | None = None,
-    wait_for_producer: bool = False,
+    upstream: Upstream = Upstream(),
 ) -> Decision:
     """``decide`` on states already read (they may cover more nodes than ``nodes``)."""
     newest, holders = states.newest, states.holders
-    mine = (newest[uid] for uid in nodes if uid in newest)
-    fresh = {
-        r.result.unique_id: r for r in mine if r.consumed_by in (None, try_number) and not r.result.skipped
-    }
+    mine = {uid: newest[uid] for uid in nodes if uid in newest and _usable(newest[uid], try_number)}
+    fresh = {uid: r for uid, r in mine.items() if not r.result.skipped}
     if main_node is not None and main_node in fresh and fresh[main_node].result.failed:
         # The model failed: dbt skips its tests, so there is nothing more to wait for.
         return Decision(Action.REPORT, results=(fresh[main_node],))
+    if any(r.result.failed for r in fresh.values()) and all(uid in mine for uid in nodes):
+        # A unit test failed and dbt skipped the model (or a test failed, the rest are in).
+        return Decision(Action.REPORT, results=tuple(mine[uid] for uid in nodes))
     pending = [uid for uid in nodes if uid not in fresh]
     if not pending:
         return Decision(Action.REPORT, results=tuple(fresh[uid] for uid in nodes))
@@ -108,16 +133,35 @@ def decide_from(
             return Decision(Action.WAIT)
     for uid in pending:
         holder = holders.get(uid)
-        if holder is not None and holder.id in watch.seen_alive:
-            if holder.state == "running" or holder.state == "died":
-                reason = holder.describe_death()
-            else:
-                detail = f": {holder.error}" if holder.error else ""
-                reason = f"the dbt invocation ended ({holder.state}{detail}) without a result for {uid}"
-            return Decision(
-                Action.FAIL,
-                message=f"{reason}. Retry or clear this task to build {uid} on its own.",
-            )
-    if wait_for_producer and not states.producer_seen:
+        if holder is None or holder.id not in watch.seen_alive:
+            continue
+        if holder.state == "running" and holder.id not in watch.seen_dead:
+            # Seen dead for the first time: believe it on the next reading, which is made after
+            # the process was seen gone and so shows its final state if it wrote one.
+            watch.seen_dead.add(holder.id)
+            return Decision(Action.WAIT)
+        if holder.state in ("running", "died"):
+            reason = holder.describe_death()
+        else:
+            detail = f": {holder.error}" if holder.error else ""
+            reason = f"the dbt invocation ended ({holder.state}{detail}) without a result for {uid}"
+        return Decision(Action.FAIL, message=f"{reason}. Retry or clear this task to build {uid} on its own.")
+    task_states = upstream.task_states
+    if task_states is None:
+        return Decision(Action.RUN_ALONE)
+    producer = upstream.producer_task_id
+    producer_pending = producer is not None and task_states.get(producer) not in TERMINAL_TASK_STATES
+    if producer_pending and not states.producer_alive:
         return Decision(Action.WAIT)
+    ends = {task_id: task_states.get(task_id) for task_id in upstream.task_ids}
+    if any(state not in TERMINAL_TASK_STATES for state in ends.values()):
+        return Decision(Action.WAIT)
+    not_ok = sorted(task_id for task_id, state in ends.items() if state != "success")
+    if not_ok:
+        told = ", ".join(f"{task_id} ({ends[task_id]})" for task_id in not_ok)
+        return Decision(
+            Action.SKIP,
+            results=tuple(mine[uid] for uid in nodes if uid in mine),
+            message=f"Not built: upstream task(s) did not succeed: {told}.",
+        )
     return Decision(Action.RUN_ALONE)

@@ -5,17 +5,23 @@ each polled the state database on its own, the triggerer would run thousands of 
 and fall behind, and tasks would end late. Instead, the waiting tasks of a run subscribe to one
 ``RunFeed``: it reads the states of all their nodes in one query per interval and hands each
 subscriber the snapshot; a subscriber only ever sees snapshots that include its own nodes.
+The same reading also takes the Airflow states of the run's tasks, through a function the
+Airflow side passes in (this package imports no Airflow), since streamed tasks apply their
+upstream tasks' trigger rule themselves (see ``dbtflow.streaming.consumer``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from dbtflow.streaming.store import NodeStates, StateStore
+
+#: Reads the Airflow task states of the feed's DAG run (task id -> state); may raise.
+TaskStatesReader = Callable[[], Mapping[str, str | None]]
 
 
 @dataclass(frozen=True)
@@ -27,15 +33,24 @@ class Snapshot:
     nodes: frozenset[str]
     states: NodeStates
     error: BaseException | None = None
+    #: The Airflow states of the run's tasks, read right after ``states``; ``None``: not read.
+    task_states: Mapping[str, str | None] | None = None
 
 
 class RunFeed:
     """Reads the states of one DAG run's watched nodes, one query per ``interval``."""
 
     def __init__(
-        self, store: StateStore, dag_id: str, run_id: str, producer_task_id: str | None, interval: float
+        self,
+        store: StateStore,
+        dag_id: str,
+        run_id: str,
+        producer_task_id: str | None,
+        interval: float,
+        read_task_states: TaskStatesReader | None = None,
     ) -> None:
         self.store = store
+        self.read_task_states = read_task_states
         self.dag_id, self.run_id, self.producer_task_id = dag_id, run_id, producer_task_id
         self.interval = interval
         self.watched: Counter[str] = Counter()
@@ -50,7 +65,10 @@ class RunFeed:
                 states = await asyncio.to_thread(
                     self.store.node_states, self.dag_id, self.run_id, None, self.producer_task_id
                 )
-                snapshot = Snapshot(self.snapshot.version + 1, nodes, states)
+                task_states = None
+                if self.read_task_states is not None:
+                    task_states = dict(await asyncio.to_thread(self.read_task_states))
+                snapshot = Snapshot(self.snapshot.version + 1, nodes, states, task_states=task_states)
             except Exception as exc:  # every subscriber sees the error, as if it had queried itself
                 snapshot = Snapshot(self.snapshot.version + 1, nodes, self.snapshot.states, exc)
             async with self.changed:
@@ -80,13 +98,16 @@ async def run_feed(
     nodes: Sequence[str],
     producer_task_id: str | None,
     interval: float,
+    read_task_states: TaskStatesReader | None = None,
 ) -> AsyncIterator[RunFeed]:
     """Subscribe ``nodes`` to the feed of their DAG run in this event loop (started on demand)."""
     loop = asyncio.get_running_loop()
     key = (id(loop), store.url, dag_id, run_id, producer_task_id)
     feed = _FEEDS.get(key)
     if feed is None:
-        feed = _FEEDS[key] = RunFeed(store, dag_id, run_id, producer_task_id, interval)
+        feed = _FEEDS[key] = RunFeed(store, dag_id, run_id, producer_task_id, interval, read_task_states)
+    elif feed.read_task_states is None:
+        feed.read_task_states = read_task_states
     feed.watched.update(nodes)
     if feed.reader is None or feed.reader.done():
         feed.reader = asyncio.create_task(feed._read(), name=f"dbtflow-feed-{dag_id}-{run_id}")

@@ -244,7 +244,7 @@ def build(
             ["build", *flags],
             manifest=manifest(),
             on_event=recorder.event,
-            on_result=recorder.result,
+            on_result=lambda result: None if _is_ephemeral(graph, result) else recorder.result(result),
             threads=threads,
         )
         state, error = ("success", None) if outcome.run.error is None else ("failed", outcome.run.error)
@@ -252,9 +252,16 @@ def build(
         heartbeat.close()
         recorder.close()
         forwarder.close()
-        _record_missing(store, key, invocation_id, outcome, recorder.recorded)
+        _record_missing(store, key, invocation_id, outcome, recorder.recorded, graph)
         store.finish_invocation(invocation_id, state, error)
     return outcome
+
+
+def _is_ephemeral(graph: DbtGraph, result: NodeResult) -> bool:
+    """dbt 1.11 in-process reports a "success" for an ephemeral model it compiled into others;
+    it has no task and no relation, and is not in ``run_results.json``: not a result to keep."""
+    node = graph.nodes.get(result.unique_id)
+    return node is not None and node.is_ephemeral
 
 
 def _build_flags(graph: DbtGraph, outcome: BuildOutcome, selection: Sequence[str] | None) -> list[str]:
@@ -290,13 +297,22 @@ def build_claimed(
 
 
 def _record_missing(
-    store: StateStore, key: RunKey, invocation_id: str, outcome: BuildOutcome, recorded: list[NodeResult]
+    store: StateStore,
+    key: RunKey,
+    invocation_id: str,
+    outcome: BuildOutcome,
+    recorded: list[NodeResult],
+    graph: DbtGraph,
 ) -> None:
     """Record results that dbt reported only at the end (in ``run_results.json``)."""
     if outcome.run is None:
         return
     seen = {r.unique_id for r in recorded}
-    missing = [result for result in outcome.run.results if result.unique_id not in seen]
+    missing = [
+        result
+        for result in outcome.run.results
+        if result.unique_id not in seen and not _is_ephemeral(graph, result)
+    ]
     for result in missing:
         store.record_result(invocation_id, key.dag_id, key.run_id, result)
     if missing:

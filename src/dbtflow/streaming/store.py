@@ -180,6 +180,8 @@ class NodeStates:
     holders: dict[str, InvocationInfo]
     #: Whether the DAG run's producer task has registered an invocation (in any state).
     producer_seen: bool
+    #: Whether an invocation of the producer task is alive now.
+    producer_alive: bool = False
 
 
 def _pid_alive(pid: int) -> bool:
@@ -437,22 +439,22 @@ class StateStore:
                 .select_from(claims.join(invocations, claims.c.invocation_id == invocations.c.id))
                 .where(*claim_filter)
             ).all()
-            producer_seen = producer_task_id is not None and (
+            producer_rows = (
                 conn.execute(
-                    sa.select(invocations.c.id)
-                    .where(
+                    sa.select(invocations).where(
                         invocations.c.dag_id == dag_id,
                         invocations.c.run_id == run_id,
                         invocations.c.task_id == producer_task_id,
                     )
-                    .limit(1)
-                ).first()
-                is not None
+                ).all()
+                if producer_task_id is not None
+                else []
             )
         return NodeStates(
             newest={row.unique_id: _stored(row) for row in rows},
             holders={row.unique_id: _info(row) for row in claim_rows},
-            producer_seen=producer_seen,
+            producer_seen=bool(producer_rows),
+            producer_alive=any(_info(row).alive for row in producer_rows),
         )
 
     def consume(self, result_ids: Sequence[int], try_number: int) -> bool:
