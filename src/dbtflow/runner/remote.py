@@ -1,6 +1,6 @@
 """``dbtflow retry --api-url``: recovery of a DAG run in an Airflow deployment, through its REST API.
 
-Airflow's own clear does the work (``clearTaskInstances`` with ``only_failed`` and
+Airflow's own clear does the work (``clearTaskInstances`` of the failed tasks with
 ``include_downstream``): the failed and upstream-failed tasks of the run, and what depends on them,
 go back to the scheduler, which runs them again in the same DAG run; successful tasks are left
 alone. dbtflow then follows the run until it ends and reports it as ``dbtflow run`` does.
@@ -101,14 +101,27 @@ class AirflowApi:
         return dict(runs["dag_runs"][0])
 
     def clear_failed(self, dag_id: str, run_id: str) -> list[str]:
-        """Clear the failed and upstream-failed tasks of the run and their downstream."""
+        """Clear the failed and upstream-failed tasks of the run and their downstream.
+
+        The failed tasks are named, and cleared with ``include_downstream`` but without
+        ``only_failed``: that flag also filters the downstream tasks by state, and the dependants
+        of a failed streamed node end ``skipped`` (as dbt skips them), so it would leave them out.
+        """
+        failed = sorted(
+            ti["task_id"]
+            for ti in self.task_instances(dag_id, run_id)
+            if ti.get("state") in ("failed", "upstream_failed")
+        )
+        if not failed:
+            return []
         answer = self._call(
             "POST",
             f"/api/v2/dags/{dag_id}/clearTaskInstances",
             json={
                 "dry_run": False,
                 "dag_run_id": run_id,
-                "only_failed": True,
+                "task_ids": failed,
+                "only_failed": False,
                 "include_downstream": True,
                 "reset_dag_runs": True,
             },
