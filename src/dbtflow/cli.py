@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -340,8 +341,15 @@ def _quiet_semaphore_warnings() -> None:
         sys.warnoptions.append(option)
 
 
+def _quiet_third_party_warnings() -> None:
+    """Warnings about other packages' use of their dependencies say nothing a dbtflow user can act
+    on (Airflow's in-process API client uses Starlette's test client, which warns about httpx)."""
+    warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_semaphore_warnings()
+    _quiet_third_party_warnings()
     args = build_parser().parse_args(argv)
     handlers = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "timings": _timings}
     handler = {**handlers, "report": _report, "airflow": _airflow}[args.command]

@@ -15,6 +15,10 @@ from dbtflow.project.report import failure_summary
 from dbtflow.project.results import NodeResult
 from dbtflow.streaming.store import StoredResult
 
+#: Resource types whose every result needs a task; others (a project hook, an exposure's no-op)
+#: count only when they failed.
+TASK_RESOURCE_TYPES = frozenset({"model", "seed", "snapshot", "test", "unit_test"})
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -54,6 +58,8 @@ def verdict(
     owned = set(nodes)
     unowned: dict[str, NodeResult] = {}
     for stored in run_results:
-        if stored.invocation_id in invocations and stored.result.unique_id not in owned:
-            unowned[stored.result.unique_id] = stored.result
+        result = stored.result
+        needs_task = result.failed or result.unique_id.split(".", 1)[0] in TASK_RESOURCE_TYPES
+        if stored.invocation_id in invocations and result.unique_id not in owned and needs_task:
+            unowned[result.unique_id] = result
     return Verdict(results, [r for r in results if r.failed], list(unowned.values()))
