@@ -133,3 +133,24 @@ def test_a_death_seen_on_two_readings_fails_the_waiting_task(
     decision = decide(store, DAG, RUN, [NODE], 1, watch, main_node=NODE)
     assert decision.action is Action.FAIL
     assert f"pid {child.pid}" in decision.message and "is gone" in decision.message
+
+
+def test_a_death_confirmed_by_a_waiting_task_is_recorded_for_every_later_reader(
+    tmp_path: Path, child: subprocess.Popen[bytes]
+) -> None:
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    invocation_id, _ = store.start_invocation(DAG, RUN, PRODUCER, 1, [NODE], pid=child.pid)
+    watch = Watch()
+    assert decide(store, DAG, RUN, [NODE], 1, watch, main_node=NODE).action is Action.WAIT
+    child.kill()  # killed: no final state written
+    child.wait()
+    assert decide(store, DAG, RUN, [NODE], 1, watch, main_node=NODE).action is Action.WAIT
+    confirmed = decide(store, DAG, RUN, [NODE], 1, watch, main_node=NODE)
+    assert confirmed.action is Action.FAIL and confirmed.dead == invocation_id
+    store.mark_died(invocation_id, confirmed.message)
+    info = store.invocation(invocation_id)
+    assert info is not None and info.state == "died" and info.finished_at is not None
+    assert "is gone" in info.describe_death()
+    # Its claim no longer holds the node: a new invocation may build it.
+    _, claimed = store.start_invocation(DAG, RUN, "orders", 2, [NODE])
+    assert claimed == [NODE]

@@ -194,6 +194,8 @@ class DbtNodeOperator(DbtOperatorBase):
                     self.log.info("%s", line)
             return self._report(decision.node_results)
         if decision.action is Action.FAIL:
+            if decision.dead is not None:
+                self._store().mark_died(decision.dead, decision.message)
             raise AirflowException(decision.message)
         if decision.action is Action.SKIP:
             raise AirflowSkipException(decision.message)

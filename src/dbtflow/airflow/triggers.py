@@ -156,6 +156,8 @@ class NodeResultTrigger(BaseTrigger):
                 self.log.warning("%s", decision.message)
                 return TaskSkippedEvent()
             if decision.action is Action.FAIL:
+                if decision.dead is not None:
+                    await asyncio.to_thread(store.mark_died, decision.dead, decision.message)
                 if not self.end_task:
                     return TriggerEvent({"action": Action.FAIL.value, "message": decision.message})
                 self.log.error("%s", decision.message)
@@ -205,6 +207,9 @@ class InvocationTrigger(BaseTrigger):
         judged = verdict(run_results, self.nodes, attached)
         self.log.info("dbt results:\n%s", results_table(judged.results))
         stopped = _stopped(infos)
+        for info in infos:
+            if info is not None and info.state == "running":
+                await asyncio.to_thread(store.mark_died, info.id, info.describe_death())
         for line in stopped:
             self.log.error("%s", line)
         if not judged.ok:

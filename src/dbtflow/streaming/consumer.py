@@ -51,6 +51,9 @@ class Decision:
     action: Action
     results: tuple[StoredResult, ...] = ()
     message: str = ""
+    #: The invocation this decision found dead (still ``running`` in the store): the caller
+    #: records it ``died``, so that every later reader sees it so at once.
+    dead: str | None = None
 
     @property
     def node_results(self) -> list[NodeResult]:
@@ -145,7 +148,11 @@ def decide_from(
         else:
             detail = f": {holder.error}" if holder.error else ""
             reason = f"the dbt invocation ended ({holder.state}{detail}) without a result for {uid}"
-        return Decision(Action.FAIL, message=f"{reason}. Retry or clear this task to build {uid} on its own.")
+        return Decision(
+            Action.FAIL,
+            message=f"{reason}. Retry or clear this task to build {uid} on its own.",
+            dead=holder.id if holder.state == "running" else None,
+        )
     task_states = upstream.task_states
     if task_states is None:
         return Decision(Action.RUN_ALONE)

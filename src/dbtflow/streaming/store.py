@@ -352,6 +352,11 @@ class StateStore:
             )
             conn.execute(writers.delete().where(writers.c.invocation_id == invocation_id))
 
+    def mark_died(self, invocation_id: str, reason: str) -> None:
+        """Record that an invocation's process is gone without writing its final state (it was
+        killed), with the time it was noticed; its claims stop blocking at once."""
+        self.finish_invocation(invocation_id, "died", reason)
+
     def invocation(self, invocation_id: str) -> InvocationInfo | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(invocations).where(invocations.c.id == invocation_id)).first()
