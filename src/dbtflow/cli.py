@@ -74,7 +74,12 @@ def _json_object(text: str) -> dict[str, Any]:
 
 def _add_report_args(parser: argparse.ArgumentParser) -> None:
     """How a run is shown and summarized (``run`` and ``retry``)."""
-    parser.add_argument("--summary-json", type=Path, help="write the run's outcome as JSON to this file")
+    parser.add_argument(
+        "--summary-json",
+        type=Path,
+        help="write the run's outcome as JSON to this file (each task's state, try, duration, nodes, "
+        "and a failed task's error)",
+    )
     parser.add_argument(
         "--progress", default="auto", choices=["auto", "live", "plain", "none"], help="progress display"
     )

@@ -1,5 +1,8 @@
 """What ``dbtflow run`` shows: a live progress view while tasks run, and a table at the end.
 
+After the table of a run that did not succeed come the failed tasks' reasons (see
+``dbtflow.runner.failures``), each with its log, and the command that retries them.
+
 On a terminal the live view (rich) shows counts by state, a progress bar and the tasks running
 or waiting now; elsewhere (CI logs, pipes) it prints one line per finished task instead.
 """
@@ -8,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.console import Console, Group
@@ -41,6 +44,8 @@ class TaskRow:
     try_number: int
     duration_s: float | None
     nodes: tuple[str, ...]
+    #: Why a failed task failed (dbt's messages of its failed nodes, or its log's last error).
+    error: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -49,6 +54,7 @@ class TaskRow:
             "try_number": self.try_number,
             "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
             "nodes": list(self.nodes),
+            "error": self.error,
         }
 
 
@@ -143,4 +149,31 @@ class RunDisplay:
                 f" in {time.monotonic() - self.started:.1f}s: ",
                 ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
             )
+        )
+
+    def failures(self, rows: Sequence[TaskRow], logs: Mapping[str, str | None], retry_command: str) -> None:
+        """Each failed task with its reason and log, then the command that retries them.
+
+        Printed without wrapping: a log path or a retry command stays one line to copy.
+        """
+        from dbtflow.runner.failures import named_nodes  # (which imports this module)
+
+        # Each node's own task first, ``dbt_build`` (which holds them all, and whose reason then
+        # names no node of its own) last.
+        failed = sorted(
+            (r for r in rows if r.state == "failed"),
+            key=lambda r: (len(r.nodes), not named_nodes(r.error), r.task_id),
+        )
+        if self.quiet or not failed:
+            return
+        self.console.print(Text("Failed tasks:", "bold red"))
+        for row in failed:
+            self.console.print(Text.assemble(("  " + row.task_id, "bold red")), soft_wrap=True)
+            for line in (row.error or "").splitlines():
+                self.console.print(Text("    " + line), soft_wrap=True)
+            log = logs.get(row.task_id)
+            if log:
+                self.console.print(Text.assemble(("    log: ", "dim"), log), soft_wrap=True)
+        self.console.print(
+            Text.assemble("Retry them and their downstream: ", (retry_command, "bold")), soft_wrap=True
         )

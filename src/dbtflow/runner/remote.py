@@ -3,7 +3,8 @@
 Airflow's own clear does the work (``clearTaskInstances`` of the failed tasks with
 ``include_downstream``): the failed and upstream-failed tasks of the run, and what depends on them,
 go back to the scheduler, which runs them again in the same DAG run; successful tasks are left
-alone. dbtflow then follows the run until it ends and reports it as ``dbtflow run`` does.
+alone. dbtflow then follows the run until it ends and reports it as ``dbtflow run`` does, with
+each failed task's reason from the log of its failed try (the API has no dbt node results).
 
 Credentials: a token (``DBTFLOW_AIRFLOW_TOKEN``), or a user name and password
 (``DBTFLOW_AIRFLOW_USERNAME`` / ``DBTFLOW_AIRFLOW_PASSWORD``: never on the command line, where
@@ -22,6 +23,7 @@ import httpx
 
 from dbtflow.errors import DbtflowError
 from dbtflow.runner.display import FINISHED, RunDisplay, TaskRow
+from dbtflow.runner.failures import FailureReason, reasons, with_errors
 from dbtflow.runner.loop import RunOutcome
 
 _POLL_S = 1.0
@@ -140,6 +142,27 @@ class AirflowApi:
             if not page["task_instances"] or len(tis) >= page["total_entries"]:
                 return tis
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> list[Any]:
+        """The records of one try's log (structured entries, or lines of text); none when the
+        deployment cannot serve it (remote logging not readable, log gone)."""
+        try:
+            answer = self._call(
+                "GET",
+                log_api_path(dag_id, run_id, task_id, try_number),
+                params={"full_content": "true"},
+                headers={"Accept": "application/json"},
+            )
+        except DbtflowError:
+            return []
+        content = answer.get("content") if isinstance(answer, dict) else None
+        if isinstance(content, str):
+            return content.splitlines()
+        return list(content or [])
+
+
+def log_api_path(dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+    return f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+
 
 def _detail(response: httpx.Response) -> str:
     try:
@@ -199,10 +222,26 @@ def retry_remote(
         with RunDisplay(title, len(tis), live=live, quiet=progress == "none") as display:
             state = _wait(api, dag_id, run_id, cleared, display, deadline)
             rows = _rows(api.task_instances(dag_id, run_id))
+        found = remote_reasons(api, dag_id, run_id, rows)
+        rows = with_errors(rows, found)
         display.final_table(rows, state, run_id)
+        logs = {task_id: reason.log for task_id, reason in found.items()}
+        display.failures(rows, logs, f"dbtflow retry {dag_id} --api-url {api.base_url}")
         return RunOutcome(dag_id=dag_id, run_id=run_id, state=state, tasks=rows)
     finally:
         api.close()
+
+
+def remote_reasons(
+    api: AirflowApi, dag_id: str, run_id: str, rows: list[TaskRow]
+) -> dict[str, FailureReason]:
+    """Each failed task's reason, from the log of its failed try (the API serves no node results)."""
+    tries = {row.task_id: row.try_number for row in rows if row.state == "failed"}
+    logs: dict[str, str | None] = {
+        task_id: api.base_url + log_api_path(dag_id, run_id, task_id, number)
+        for task_id, number in tries.items()
+    }
+    return reasons(rows, [], logs, lambda task_id: api.task_log(dag_id, run_id, task_id, tries[task_id]))
 
 
 def _wait(

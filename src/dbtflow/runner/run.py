@@ -23,6 +23,7 @@ from dbtflow.runner.dag_ids import choose_dag_id, request_file, requests_lock
 from dbtflow.runner.dagfile import DagFileSpec
 from dbtflow.runner.display import RunDisplay
 from dbtflow.runner.engine import Engine
+from dbtflow.runner.failures import local_reasons, with_errors
 from dbtflow.runner.home import embedded_airflow
 from dbtflow.runner.loop import LocalDagRun, RunOutcome, clear_failed, create_run, sync_dag
 from dbtflow.streaming.producer import RunKey
@@ -197,7 +198,11 @@ def _drive(
             engine=prepared.engine,
             warm_up=warm_dbt,
         ).run()
+    found = local_reasons(outcome.dag_id, outcome.run_id, outcome.tasks)
+    outcome.tasks = with_errors(outcome.tasks, found)
     display.final_table(outcome.tasks, outcome.state, outcome.run_id)
+    logs = {task_id: reason.log for task_id, reason in found.items()}
+    display.failures(outcome.tasks, logs, f"dbtflow retry {outcome.dag_id}")
     return outcome
 
 
