@@ -21,7 +21,7 @@ def test_run_executes_every_task_and_writes_the_summary(
     assert set(outcome) == {"dag_id", "run_id", "state", "tasks"}
     assert outcome["state"] == "success" and outcome["dag_id"] == "dbtflow_bikeshare"
     tasks = {t["task_id"]: t for t in outcome["tasks"]}
-    assert set(tasks["fct_trips"]) == {"task_id", "state", "try_number", "duration_s", "nodes"}
+    assert set(tasks["fct_trips"]) == {"task_id", "state", "try_number", "duration_s", "nodes", "error"}
     assert tasks["fct_trips"]["nodes"][0] == "model.bikeshare.fct_trips"
     assert all(t["state"] == "success" and t["try_number"] == 1 for t in tasks.values())
     assert "DAG run success" in done.stdout

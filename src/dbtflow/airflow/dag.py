@@ -99,9 +99,8 @@ def add_plan_tasks(
         producer = operators[plan.producer]
         assert isinstance(producer, DbtProducerOperator)
         owners = plan.task_of_node()
-        producer.node_tasks = {
-            uid: operators[owners[uid]].task_id for uid in producer.unique_ids if uid in owners
-        }
+        # Every node some task owns (the at_end test task's tests are in the producer's build too).
+        producer.node_tasks = {uid: operators[task_id].task_id for uid, task_id in owners.items()}
         for op in operators.values():
             if isinstance(op, DbtNodeOperator) and op.streamed:
                 op.producer_task_id = producer.task_id

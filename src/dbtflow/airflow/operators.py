@@ -279,7 +279,11 @@ class DbtProducerOperator(DbtOperatorBase):
         self.start_from_trigger = True
         self.start_trigger_args = StartTriggerArgs(
             trigger_cls=f"{InvocationTrigger.__module__}.{InvocationTrigger.__qualname__}",
-            trigger_kwargs={"nodes": self.unique_ids, "state_url": self.state_url},
+            trigger_kwargs={
+                "nodes": self.unique_ids,
+                "state_url": self.state_url,
+                "owned_elsewhere": sorted(set(self.node_tasks) - set(self.unique_ids)),
+            },
             next_method="execute_complete",
         )
 
@@ -333,9 +337,8 @@ class DbtProducerOperator(DbtOperatorBase):
                 wait_for_holders(store, key, live, self.log)
         if outcome.run is not None and outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
-        judged = verdict(
-            store.results_of_run(key.dag_id, key.run_id), self.unique_ids, {outcome.invocation_id}
-        )
+        run_results = store.results_of_run(key.dag_id, key.run_id)
+        judged = verdict(run_results, self.unique_ids, {outcome.invocation_id}, self.node_tasks)
         self.log.info("dbt results:\n%s", results_table(judged.results))
         summary = summarize(judged.results)
         if not judged.ok:

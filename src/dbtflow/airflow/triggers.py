@@ -173,16 +173,28 @@ class InvocationTrigger(BaseTrigger):
     resumes the task on a worker, which runs dbt itself.
     """
 
-    def __init__(self, nodes: list[str], state_url: str | None = None, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self,
+        nodes: list[str],
+        state_url: str | None = None,
+        poll_interval: float = 0.5,
+        owned_elsewhere: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.nodes = list(nodes)
         self.state_url = state_url
         self.poll_interval = poll_interval
+        self.owned_elsewhere = list(owned_elsewhere or [])
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"nodes": self.nodes, "state_url": self.state_url, "poll_interval": self.poll_interval},
+            {
+                "nodes": self.nodes,
+                "state_url": self.state_url,
+                "poll_interval": self.poll_interval,
+                "owned_elsewhere": self.owned_elsewhere,
+            },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -204,7 +216,7 @@ class InvocationTrigger(BaseTrigger):
         # process exits, so a reading taken after it was seen gone shows that state.
         infos = [await asyncio.to_thread(store.invocation, inv_id) for inv_id in attached]
         run_results = await asyncio.to_thread(store.results_of_run, dag_id, run_id)
-        judged = verdict(run_results, self.nodes, attached)
+        judged = verdict(run_results, self.nodes, attached, self.owned_elsewhere)
         self.log.info("dbt results:\n%s", results_table(judged.results))
         stopped = _stopped(infos)
         for info in infos:

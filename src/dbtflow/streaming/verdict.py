@@ -50,12 +50,18 @@ class Verdict:
 
 
 def verdict(
-    run_results: Sequence[StoredResult], nodes: Sequence[str], invocations: Collection[str]
+    run_results: Sequence[StoredResult],
+    nodes: Sequence[str],
+    invocations: Collection[str],
+    owned_elsewhere: Collection[str] = (),
 ) -> Verdict:
-    """Judge the producer from the run's stored results (oldest first) and its invocation ids."""
+    """Judge the producer from the run's stored results (oldest first) and its invocation ids.
+
+    ``owned_elsewhere``: nodes the producer's dbt build may run that other tasks of the DAG own
+    (the ``at_end`` test task runs its tests again)."""
     newest = {stored.result.unique_id: stored.result for stored in run_results}
     results = [newest[uid] for uid in nodes if uid in newest]
-    owned = set(nodes)
+    owned = set(nodes) | set(owned_elsewhere)
     unowned: dict[str, NodeResult] = {}
     for stored in run_results:
         result = stored.result
