@@ -142,9 +142,11 @@ class NodeResultTrigger(BaseTrigger):
                     continue
                 if not self.end_task:
                     return TriggerEvent({"action": Action.REPORT.value})
+                # One log record per node: a record per line cost the trigger runner's event
+                # loop seconds when hundreds of tasks ended at once.
                 for stored in decision.results:
-                    for line in stored.log:
-                        self.log.info("%s", line)
+                    if stored.log:
+                        self.log.info("%s", "\n".join(stored.log))
                 results = decision.node_results
                 if decision.failed:
                     self.log.error("dbt reported failures:\n%s", failure_summary(results))

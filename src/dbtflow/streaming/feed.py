@@ -13,6 +13,7 @@ upstream tasks' trigger rule themselves (see ``dbtflow.streaming.consumer``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -22,6 +23,8 @@ from dbtflow.streaming.store import NodeStates, StateStore
 
 #: Reads the Airflow task states of the feed's DAG run (task id -> state); may raise.
 TaskStatesReader = Callable[[], Mapping[str, str | None]]
+#: How often the feed reads the run's task states (they decide only what waits on other tasks).
+TASK_STATES_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class RunFeed:
         self.snapshot = Snapshot(0, frozenset(), NodeStates({}, {}, producer_seen=False))
         self.changed = asyncio.Condition()
         self.reader: asyncio.Task[None] | None = None
+        self.task_states: dict[str, str | None] | None = None
+        self.task_states_at = 0.0
 
     async def _read(self) -> None:
         while +self.watched:
@@ -65,9 +70,7 @@ class RunFeed:
                 states = await asyncio.to_thread(
                     self.store.node_states, self.dag_id, self.run_id, None, self.producer_task_id
                 )
-                task_states = None
-                if self.read_task_states is not None:
-                    task_states = dict(await asyncio.to_thread(self.read_task_states))
+                task_states = await self._task_states()
                 snapshot = Snapshot(self.snapshot.version + 1, nodes, states, task_states=task_states)
             except Exception as exc:  # every subscriber sees the error, as if it had queried itself
                 snapshot = Snapshot(self.snapshot.version + 1, nodes, self.snapshot.states, exc)
@@ -75,6 +78,18 @@ class RunFeed:
                 self.snapshot = snapshot
                 self.changed.notify_all()
             await asyncio.sleep(self.interval)
+
+    async def _task_states(self) -> Mapping[str, str | None] | None:
+        """The run's task states, read at most every ``TASK_STATES_EVERY_S``: in Airflow's
+        triggerer each reading is a round trip through the triggerer's supervisor to the API
+        server, and at 500 waiting tasks reading them every interval kept the supervisor busy."""
+        if self.read_task_states is None:
+            return None
+        now = time.monotonic()
+        if self.task_states is None or now - self.task_states_at >= TASK_STATES_EVERY_S:
+            self.task_states = dict(await asyncio.to_thread(self.read_task_states))
+            self.task_states_at = now
+        return self.task_states
 
     async def next(self, nodes: frozenset[str], after: int) -> Snapshot:
         """The first snapshot newer than version ``after`` that covers ``nodes``."""
