@@ -183,9 +183,7 @@ def retry_bench(repeats: int) -> tuple[Result, Result, Result]:
                 con.execute(
                     "create table main.late_input as select trip_id, 'late' as note from main.fct_trips"
                 )
-            result.seconds.append(
-                timed([dbtflow, "retry", dag_id, "--progress", "none", *flags], env=env)
-            )
+            result.seconds.append(timed([dbtflow, "retry", dag_id, "--progress", "none", *flags], env=env))
         dbt = str(BIN / "dbt")
         bare.seconds.append(
             timed(
