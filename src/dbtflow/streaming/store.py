@@ -18,6 +18,11 @@ a SQLite file under ``$DBTFLOW_HOME`` by default (one machine), any SQLAlchemy U
 The store keeps itself small: once a day, the first invocation to start deletes what is older than
 ``DBTFLOW_STATE_RETENTION_DAYS`` (30 by default; ``0`` keeps everything). The run-time history
 (``dbtflow.monitoring.history``) is a separate table and is kept.
+
+The tables are in ``dbtflow.streaming.schema``, what their rows mean to a reader (liveness
+included) in ``dbtflow.streaming.records``, and the try artifacts and the pruning in
+``try_artifacts`` and ``retention``; this module keeps the queries of invocations, claims and
+results, and re-exports the names other modules use.
 """
 
 from __future__ import annotations
@@ -29,173 +34,62 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from dbtflow.errors import DbtflowError
 from dbtflow.project.config import dbtflow_home
 from dbtflow.project.results import FAILED_STATUSES, SKIPPED_STATUSES, NodeResult
-
-#: An invocation whose heartbeat is older than this is considered dead.
-STALE_AFTER_S = 30.0
-#: ...unless its process is on this machine and still exists: then it is more likely starved of
-#: CPU (a loaded machine) than dead, and building its nodes again would build them twice at once.
-LOCAL_STALE_AFTER_S = 300.0
-HEARTBEAT_EVERY_S = 2.0
-RETENTION_ENV = "DBTFLOW_STATE_RETENTION_DAYS"
-DEFAULT_RETENTION_DAYS = 30.0
-PRUNE_EVERY_S = 24 * 3600.0
-
-metadata = sa.MetaData()
-invocations = sa.Table(
-    "dbtflow_invocations",
-    metadata,
-    sa.Column("id", sa.String(36), primary_key=True),
-    sa.Column("dag_id", sa.String(250), nullable=False),
-    sa.Column("run_id", sa.String(250), nullable=False),
-    sa.Column("task_id", sa.String(250), nullable=False),
-    sa.Column("try_number", sa.Integer, nullable=False),
-    sa.Column("host", sa.String(250), nullable=False),
-    sa.Column("pid", sa.Integer, nullable=False),
-    sa.Column("started_at", sa.Float, nullable=False),
-    sa.Column("heartbeat_at", sa.Float, nullable=False),
-    sa.Column("finished_at", sa.Float),
-    sa.Column("state", sa.String(20), nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Index("ix_dbtflow_invocations_run", "dag_id", "run_id"),
+from dbtflow.streaming.records import (
+    DEFAULT_RETENTION_DAYS,
+    HEARTBEAT_EVERY_S,
+    LOCAL_STALE_AFTER_S,
+    PRUNE_EVERY_S,
+    RETENTION_ENV,
+    STALE_AFTER_S,
+    InvocationInfo,
+    NodeStates,
+    StoredResult,
+    TaskTry,
+    _info,
+    _stored,
 )
-claims = sa.Table(
-    "dbtflow_claims",
+from dbtflow.streaming.retention import Retention, retention_days
+from dbtflow.streaming.schema import (
+    claims,
+    invocations,
+    maintenance,
     metadata,
-    sa.Column("dag_id", sa.String(250), primary_key=True),
-    sa.Column("run_id", sa.String(250), primary_key=True),
-    sa.Column("unique_id", sa.String(500), primary_key=True),
-    sa.Column("invocation_id", sa.String(36), nullable=False),
+    results,
+    run_locks,
+    try_artifacts,
+    writers,
 )
-results = sa.Table(
-    "dbtflow_results",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("dag_id", sa.String(250), nullable=False),
-    sa.Column("run_id", sa.String(250), nullable=False),
-    sa.Column("unique_id", sa.String(500), nullable=False),
-    sa.Column("invocation_id", sa.String(36), nullable=False),
-    sa.Column("status", sa.String(30), nullable=False),
-    sa.Column("result", sa.Text, nullable=False),
-    sa.Column("log", sa.Text, nullable=False),
-    sa.Column("recorded_at", sa.Float, nullable=False),
-    sa.Column("consumed_by", sa.Integer),
-    sa.Index("ix_dbtflow_results_node", "dag_id", "run_id", "unique_id"),
-)
-writers = sa.Table(
-    "dbtflow_writers",
-    metadata,
-    sa.Column("invocation_id", sa.String(36), primary_key=True),
-    sa.Column("dag_id", sa.String(250), nullable=False),
-    sa.Column("run_id", sa.String(250), nullable=False),
-    sa.Index("ix_dbtflow_writers_dag", "dag_id"),
-)
-try_artifacts = sa.Table(
-    "dbtflow_try_artifacts",
-    metadata,
-    sa.Column("dag_id", sa.String(250), primary_key=True),
-    sa.Column("run_id", sa.String(250), primary_key=True),
-    sa.Column("task_id", sa.String(250), primary_key=True),
-    sa.Column("map_index", sa.Integer, primary_key=True),
-    sa.Column("try_number", sa.Integer, primary_key=True),
-    sa.Column("document", sa.Text, nullable=False),
-    sa.Column("saved_at", sa.Float, nullable=False),
-)
-maintenance = sa.Table(
-    "dbtflow_maintenance",
-    metadata,
-    sa.Column("task", sa.String(50), primary_key=True),
-    sa.Column("done_at", sa.Float, nullable=False),
-)
-run_locks = sa.Table(
-    "dbtflow_run_locks",
-    metadata,
-    sa.Column("dag_id", sa.String(250), primary_key=True),
-    sa.Column("run_id", sa.String(250), primary_key=True),
-    sa.Column("n", sa.Integer, nullable=False),
-)
+from dbtflow.streaming.try_artifacts import TryArtifacts
 
-
-@dataclass(frozen=True)
-class InvocationInfo:
-    """An invocation as other processes see it."""
-
-    id: str
-    run_id: str
-    task_id: str
-    try_number: int
-    host: str
-    pid: int
-    started_at: float
-    heartbeat_at: float
-    finished_at: float | None
-    state: str
-    error: str | None
-
-    @property
-    def alive(self) -> bool:
-        """Running, with a recent heartbeat, and (when on this machine) with its process present."""
-        if self.state != "running":
-            return False
-        age = time.time() - self.heartbeat_at
-        if self.host == socket.gethostname():
-            return age <= LOCAL_STALE_AFTER_S and _pid_alive(self.pid)
-        return age <= STALE_AFTER_S
-
-    def describe_death(self) -> str:
-        if self.state == "died":
-            return self.error or "the process running dbt died"
-        age = time.time() - self.heartbeat_at
-        if self.host == socket.gethostname() and not _pid_alive(self.pid):
-            return f"the process running dbt (pid {self.pid} on {self.host}) is gone"
-        return f"the process running dbt (pid {self.pid} on {self.host}) sent no heartbeat for {age:.0f} s"
-
-
-@dataclass(frozen=True)
-class StoredResult:
-    """A node result as recorded, with its log lines."""
-
-    id: int
-    invocation_id: str
-    result: NodeResult
-    log: list[str]
-    consumed_by: int | None
-
-
-@dataclass(frozen=True)
-class NodeStates:
-    """What the store knows about some nodes of one DAG run."""
-
-    #: The newest result of each node (older ones are history).
-    newest: dict[str, StoredResult]
-    #: The invocation that claims each node, if any.
-    holders: dict[str, InvocationInfo]
-    #: Whether the DAG run's producer task has registered an invocation (in any state).
-    producer_seen: bool
-    #: Whether an invocation of the producer task is alive now.
-    producer_alive: bool = False
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return True
+__all__ = [
+    "DEFAULT_RETENTION_DAYS",
+    "HEARTBEAT_EVERY_S",
+    "LOCAL_STALE_AFTER_S",
+    "PRUNE_EVERY_S",
+    "RETENTION_ENV",
+    "STALE_AFTER_S",
+    "InvocationInfo",
+    "NodeStates",
+    "StateStore",
+    "StoredResult",
+    "TaskTry",
+    "claims",
+    "invocations",
+    "maintenance",
+    "metadata",
+    "results",
+    "retention_days",
+    "run_locks",
+    "try_artifacts",
+    "writers",
+]
 
 
 def default_url() -> str:
@@ -234,7 +128,7 @@ def _engine(url: str) -> Engine:
         return engine
 
 
-class StateStore:
+class StateStore(TryArtifacts, Retention):
     """Access to the shared state for one database URL."""
 
     def __init__(self, url: str | None = None) -> None:
@@ -492,133 +386,3 @@ class StateStore:
                 .order_by(results.c.id)
             ).all()
         return [_stored(r) for r in rows]
-
-    # --- artifacts of build tasks' tries -----------------------------------------------------
-
-    def save_try_artifact(self, task: TaskTry, document: dict[str, Any]) -> None:
-        """Keep a try's ``run_results.json`` (a cleared task's same try number replaces it)."""
-        key = _task_key(task)
-        with self.engine.begin() as conn:
-            conn.execute(try_artifacts.delete().where(*key, try_artifacts.c.try_number == task.try_number))
-            conn.execute(
-                try_artifacts.insert().values(
-                    dag_id=task.dag_id,
-                    run_id=task.run_id,
-                    task_id=task.task_id,
-                    map_index=task.map_index,
-                    try_number=task.try_number,
-                    document=json.dumps(document),
-                    saved_at=time.time(),
-                )
-            )
-
-    def try_artifact_before(self, task: TaskTry) -> tuple[int, dict[str, Any]] | None:
-        """The newest document an earlier try of the task kept, with that try's number."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(try_artifacts.c.try_number, try_artifacts.c.document)
-                .where(*_task_key(task), try_artifacts.c.try_number < task.try_number)
-                .order_by(try_artifacts.c.try_number.desc())
-                .limit(1)
-            ).first()
-        return None if row is None else (int(row.try_number), json.loads(row.document))
-
-    # --- retention ---------------------------------------------------------------------------
-
-    def prune_if_due(self) -> dict[str, int]:
-        """``prune`` past the retention period, if no process did in the last day."""
-        days = retention_days()
-        now = time.time()
-        if days <= 0:
-            return {}
-        with self.engine.begin() as conn:
-            row = conn.execute(sa.select(maintenance.c.done_at).where(maintenance.c.task == "prune")).first()
-            if row is not None and now - row.done_at < PRUNE_EVERY_S:
-                return {}
-            if row is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(maintenance.insert().values(task="prune", done_at=now))
-                except sa.exc.IntegrityError:
-                    return {}  # another process is pruning
-            else:
-                conn.execute(maintenance.update().where(maintenance.c.task == "prune").values(done_at=now))
-        return self.prune(now - days * 86400)
-
-    def prune(self, before: float) -> dict[str, int]:
-        """Delete invocations silent since ``before`` (finished or long dead), results and try
-        artifacts recorded before it, and what refers to them; return the rows deleted per table."""
-        gone = sa.select(invocations.c.id).where(invocations.c.heartbeat_at < before)
-        run_has_invocation = sa.exists().where(
-            invocations.c.dag_id == run_locks.c.dag_id, invocations.c.run_id == run_locks.c.run_id
-        )
-        statements = {
-            "results": results.delete().where(results.c.recorded_at < before),
-            "try_artifacts": try_artifacts.delete().where(try_artifacts.c.saved_at < before),
-            "claims": claims.delete().where(claims.c.invocation_id.in_(gone)),
-            "writers": writers.delete().where(writers.c.invocation_id.in_(gone)),
-            "invocations": invocations.delete().where(invocations.c.heartbeat_at < before),
-            "run_locks": run_locks.delete().where(run_locks.c.run_id != "*", ~run_has_invocation),
-        }
-        with self.engine.begin() as conn:
-            return {table: conn.execute(statement).rowcount for table, statement in statements.items()}
-
-
-def retention_days() -> float:
-    """Days the state store keeps (``DBTFLOW_STATE_RETENTION_DAYS``; 0 or less: forever)."""
-    value = os.environ.get(RETENTION_ENV, "").strip()
-    if not value:
-        return DEFAULT_RETENTION_DAYS
-    try:
-        return float(value)
-    except ValueError:
-        raise DbtflowError(
-            f"{RETENTION_ENV}={value!r} is not a number of days.",
-            "set it to a number of days such as 30, or 0 to keep everything.",
-        ) from None
-
-
-@dataclass(frozen=True)
-class TaskTry:
-    """One try of one task instance."""
-
-    dag_id: str
-    run_id: str
-    task_id: str
-    map_index: int
-    try_number: int
-
-
-def _task_key(task: TaskTry) -> list[sa.ColumnElement[bool]]:
-    return [
-        try_artifacts.c.dag_id == task.dag_id,
-        try_artifacts.c.run_id == task.run_id,
-        try_artifacts.c.task_id == task.task_id,
-        try_artifacts.c.map_index == task.map_index,
-    ]
-
-
-def _stored(row: Any) -> StoredResult:
-    return StoredResult(
-        id=row.id,
-        invocation_id=row.invocation_id,
-        result=NodeResult.from_dict(json.loads(row.result)),
-        log=json.loads(row.log),
-        consumed_by=row.consumed_by,
-    )
-
-
-def _info(row: Any) -> InvocationInfo:
-    return InvocationInfo(
-        id=row.id,
-        run_id=row.run_id,
-        task_id=row.task_id,
-        try_number=row.try_number,
-        host=row.host,
-        pid=row.pid,
-        started_at=row.started_at,
-        heartbeat_at=row.heartbeat_at,
-        finished_at=row.finished_at,
-        state=row.state,
-        error=row.error,
-    )
