@@ -63,3 +63,26 @@ def test_the_cache_can_be_switched_off_and_stays_out_of_other_processes(
     monkeypatch.delenv(triggerer_cache.SWITCH_ENV)
     monkeypatch.delitem(sys.modules, triggerer_cache.RUNNER_MODULE)
     assert triggerer_cache.install() is None, "not a trigger runner: nothing to do"
+
+
+def test_the_airflow_internal_it_patches_is_still_there() -> None:
+    """Fails when Airflow changes what ``triggerer_cache`` depends on (see its docstring)."""
+    import inspect
+
+    import airflow.jobs.triggerer_job_runner as module
+
+    assert hasattr(module, triggerer_cache.PATCHED_NAME), "the global the cache replaces moved"
+    source = inspect.getsource(module.TriggerRunner.create_runtime_ti)
+    assert f"{triggerer_cache.PATCHED_NAME}.from_dict(" in source, (
+        "create_runtime_ti no longer deserializes the DAG per trigger: "
+        "re-read it and remove or update dbtflow.airflow.triggerer_cache"
+    )
+
+
+def test_a_trigger_runner_without_the_internal_gets_a_warning(
+    runner_module: object, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delattr(runner_module, triggerer_cache.PATCHED_NAME)
+    with caplog.at_level("WARNING", logger=triggerer_cache.__name__):
+        assert triggerer_cache.install() is None
+    assert "triggerer_cache.py" in caplog.text and "DagSerialization" in caplog.text

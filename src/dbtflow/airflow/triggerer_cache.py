@@ -8,12 +8,26 @@ per run. This keeps the last few deserialized DAGs, keyed by a hash of the seria
 (a changed DAG is a different document), in the trigger runner process only: it takes effect
 where ``airflow.jobs.triggerer_job_runner`` is already imported, and changes nothing elsewhere.
 ``DBTFLOW_TRIGGERER_DAG_CACHE=0`` turns it off.
+
+What it replaces, and when to remove it:
+
+- **Airflow internal:** ``airflow.jobs.triggerer_job_runner.TriggerRunner.create_runtime_ti`` in
+  apache-airflow-core 3.3 (3.3.2 read) calls the module global ``DagSerialization.from_dict`` on
+  the trigger's ``encoded_dag`` once per trigger. This module swaps that global for a caching
+  wrapper; ``tests/test_triggerer_cache.py`` fails when the call or the global moves.
+- **Upstream:** no Airflow issue tracks it as of 2026-12-03 (the closest work, apache/airflow#55068
+  and #69988, load the serialized DAG per version on the triggerer job's side, not in the
+  runner). Remove this module when ``create_runtime_ti`` reuses one deserialized DAG per DAG
+  version, or stops deserializing the whole DAG for one task.
+- **If the internal moves:** inside a trigger runner where the global is gone, ``install`` logs one
+  warning naming this module and does nothing: triggers still work, only slower.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -22,6 +36,9 @@ from typing import Any
 
 SWITCH_ENV = "DBTFLOW_TRIGGERER_DAG_CACHE"
 RUNNER_MODULE = "airflow.jobs.triggerer_job_runner"
+#: The name in ``RUNNER_MODULE`` that this module replaces.
+PATCHED_NAME = "DagSerialization"
+log = logging.getLogger(__name__)
 #: DAG versions kept (a triggerer serves many DAGs; the recent ones are the running ones).
 KEEP = 8
 
@@ -60,11 +77,20 @@ def install() -> CachingDagSerialization | None:
     if os.environ.get(SWITCH_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     module = sys.modules.get(RUNNER_MODULE)
-    current = getattr(module, "DagSerialization", None)
-    if current is None:
+    if module is None:
+        return None  # not a trigger runner: nothing to do
+    current = getattr(module, PATCHED_NAME, None)
+    if current is None or not hasattr(current, "from_dict"):
+        log.warning(
+            "dbtflow: %s.%s.from_dict is gone in this Airflow version, so each deferred dbtflow "
+            "task deserializes its whole DAG in the triggerer (slower, still correct); "
+            "see dbtflow/airflow/triggerer_cache.py for what to update or remove",
+            RUNNER_MODULE,
+            PATCHED_NAME,
+        )
         return None
     if isinstance(current, CachingDagSerialization):
         return current
     cache = CachingDagSerialization(current)
-    module.DagSerialization = cache  # type: ignore[union-attr]
+    setattr(module, PATCHED_NAME, cache)
     return cache
