@@ -269,8 +269,8 @@ def _demo(args: argparse.Namespace) -> int:
     import os
     from importlib import resources
 
-    from dbtflow.project.config import dbtflow_home
     from dbtflow.runner.run import RunRequest, run_project
+    from dbtflow.settings import dbtflow_home
 
     source = Path(str(resources.files("dbtflow") / "examples" / "bikeshare"))
     target = dbtflow_home() / "demo" / "bikeshare"

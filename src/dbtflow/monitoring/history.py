@@ -18,8 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dbtflow.project.config import dbtflow_home
 from dbtflow.project.results import NodeResult
+from dbtflow.settings import dbtflow_home
 
 HISTORY_URL_ENV = "DBTFLOW_HISTORY_URL"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from dbtflow.monitoring.history import NodeRun
 from dbtflow.monitoring.trends import Trend, trends
-from dbtflow.project.config import dbtflow_home
 from dbtflow.project.graph import DbtGraph
+from dbtflow.settings import dbtflow_home
 
 
 def reports_folder() -> Path:

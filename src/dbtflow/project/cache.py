@@ -11,34 +11,21 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import pickle
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dbtflow.project.config import DbtProject, dbtflow_home
+from dbtflow.files import write_atomic
+from dbtflow.project.config import DbtProject
 from dbtflow.project.fingerprint import Fingerprint, fingerprint
+from dbtflow.settings import dbtflow_home
 
 #: Entries kept per project; older ones are removed when a new one is written.
 KEEP_ENTRIES = 4
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that readers see either the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ with PyYAML, so a DAG file that only needs the cached graph stays fast.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -148,7 +147,3 @@ class DbtProject:
     def vars_json(self) -> str:
         return json.dumps(self.vars, sort_keys=True, default=str)
 
-
-def dbtflow_home() -> Path:
-    """The folder for dbtflow's caches, embedded Airflow and state: ``$DBTFLOW_HOME`` or ``~/.dbtflow``."""
-    return Path(os.environ.get("DBTFLOW_HOME") or Path.home() / ".dbtflow").expanduser().resolve()

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from dbtflow.errors import DbtflowError
-from dbtflow.project.config import DbtProject, dbtflow_home
+from dbtflow.project.config import DbtProject
 from dbtflow.project.events import DbtEvent, event_record, node_result
 from dbtflow.project.profile import environment
 from dbtflow.project.results import NodeResult, results_from_run_results
+from dbtflow.settings import dbtflow_home
 
 _INVOCATION_LOCK = threading.Lock()
 _QUIET_ENV = {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DO_NOT_TRACK": "1"}

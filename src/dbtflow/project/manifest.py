@@ -12,7 +12,8 @@ import shutil
 from typing import Any
 
 from dbtflow.errors import DbtflowError
-from dbtflow.project.cache import CacheEntry, cache_entry, write_atomic
+from dbtflow.files import write_atomic
+from dbtflow.project.cache import CacheEntry, cache_entry
 from dbtflow.project.config import DbtProject
 from dbtflow.project.graph import DbtGraph, graph_from_manifest, load_manifest_file
 from dbtflow.project.invoke import require_success, run_dbt

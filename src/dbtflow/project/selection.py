@@ -11,7 +11,8 @@ import json
 from collections.abc import Sequence
 
 from dbtflow.errors import DbtflowError
-from dbtflow.project.cache import CacheEntry, cache_entry, write_atomic
+from dbtflow.files import write_atomic
+from dbtflow.project.cache import CacheEntry, cache_entry
 from dbtflow.project.config import DbtProject
 from dbtflow.project.graph import DbtGraph
 from dbtflow.project.invoke import run_dbt, selection_args

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbtflow.project.cache import write_atomic
+from dbtflow.files import write_atomic
 
 _TEMPLATE = '''"""Airflow DAG written by `dbtflow run` for the dbt project at {path}.
 

@@ -15,8 +15,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbtflow.project.cache import write_atomic
-from dbtflow.project.config import dbtflow_home
+from dbtflow.files import write_atomic
+from dbtflow.settings import dbtflow_home
 
 
 @dataclass(frozen=True)

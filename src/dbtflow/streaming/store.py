@@ -39,8 +39,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from dbtflow.project.config import dbtflow_home
 from dbtflow.project.results import FAILED_STATUSES, SKIPPED_STATUSES, NodeResult
+from dbtflow.settings import dbtflow_home
 from dbtflow.streaming.records import (
     DEFAULT_RETENTION_DAYS,
     HEARTBEAT_EVERY_S,
