@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dbtflow import settings
 from dbtflow.errors import DbtflowError
 
 EXIT_FAILED_RUN = 1
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report_args(retry)
     retry.add_argument(
         "--api-url",
-        default=os.environ.get("DBTFLOW_AIRFLOW_API_URL"),
+        default=settings.airflow_api_url(),
         help="an Airflow deployment's api-server URL (default: $DBTFLOW_AIRFLOW_API_URL; without it, "
         "the runs of `dbtflow run` under $DBTFLOW_HOME). Credentials come from the environment: "
         "DBTFLOW_AIRFLOW_TOKEN, or DBTFLOW_AIRFLOW_USERNAME and DBTFLOW_AIRFLOW_PASSWORD",

@@ -11,15 +11,15 @@ documents there instead, beside the rest of a team's dbt artifacts.
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 
+from dbtflow import settings
 from dbtflow.streaming.store import StateStore, TaskTry
 
-ARTIFACTS_URL_ENV = "DBTFLOW_ARTIFACTS_URL"
+ARTIFACTS_URL_ENV = settings.ARTIFACTS_URL
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=\-]")
 
 
@@ -82,7 +82,7 @@ def try_artifacts(
     task: TaskTry, store: StateStore, url: str | None = None, conn_id: str | None = None
 ) -> TryArtifacts:
     """Object storage at ``url`` (or ``$DBTFLOW_ARTIFACTS_URL``) when given, else the state database."""
-    url = url or os.environ.get(ARTIFACTS_URL_ENV)
+    url = url or settings.artifacts_url()
     if url:
         return ObjectStorageTryArtifacts(ObjectStoragePath(url, conn_id=conn_id), task)
     return StoredTryArtifacts(store, task)

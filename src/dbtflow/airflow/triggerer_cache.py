@@ -28,13 +28,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 import threading
 from collections import OrderedDict
 from typing import Any
 
-SWITCH_ENV = "DBTFLOW_TRIGGERER_DAG_CACHE"
+from dbtflow import settings
+
+SWITCH_ENV = settings.TRIGGERER_DAG_CACHE
 RUNNER_MODULE = "airflow.jobs.triggerer_job_runner"
 #: The name in ``RUNNER_MODULE`` that this module replaces.
 PATCHED_NAME = "DagSerialization"
@@ -74,7 +75,7 @@ class CachingDagSerialization:
 
 def install() -> CachingDagSerialization | None:
     """Put the cache in the trigger runner module, if this process is a trigger runner."""
-    if os.environ.get(SWITCH_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not settings.triggerer_dag_cache():
         return None
     module = sys.modules.get(RUNNER_MODULE)
     if module is None:

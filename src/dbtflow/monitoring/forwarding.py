@@ -13,18 +13,18 @@ configured by environment receive them too:
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from dbtflow import settings
 from dbtflow.project.events import DbtEvent
 
-JSON_ENV = "DBTFLOW_LOG_JSON"
-OTLP_ENV = "DBTFLOW_OTLP_ENDPOINT"
-OTEL_LOGS_ENV = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"
+JSON_ENV = settings.LOG_JSON
+OTLP_ENV = settings.OTLP_ENDPOINT
+OTEL_LOGS_ENV = settings.OTEL_LOGS_ENDPOINT
 
 
 @dataclass(frozen=True)
@@ -115,9 +115,9 @@ class OtlpSink:
 
 def sinks_from_env() -> list[Sink]:
     sinks: list[Sink] = []
-    if target := os.environ.get(JSON_ENV):
+    if target := settings.log_json():
         sinks.append(JsonLinesSink(target))
-    if endpoint := os.environ.get(OTLP_ENV) or os.environ.get(OTEL_LOGS_ENV):
+    if endpoint := settings.otlp_endpoint():
         sinks.append(OtlpSink(endpoint))
     return sinks
 

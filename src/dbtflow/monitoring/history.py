@@ -8,7 +8,6 @@ and grouped tasks, and dbt Cloud jobs (from their ``run_results.json``).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -18,10 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from dbtflow import settings
 from dbtflow.project.results import NodeResult
 from dbtflow.settings import dbtflow_home
 
-HISTORY_URL_ENV = "DBTFLOW_HISTORY_URL"
+HISTORY_URL_ENV = settings.HISTORY_URL
 
 metadata = sa.MetaData()
 node_runs = sa.Table(
@@ -58,7 +58,7 @@ class NodeRun:
 
 
 def default_url() -> str:
-    return os.environ.get(HISTORY_URL_ENV) or f"sqlite:///{dbtflow_home() / 'history.db'}"
+    return settings.history_url() or f"sqlite:///{dbtflow_home() / 'history.db'}"
 
 
 _ENGINES: dict[str, Engine] = {}

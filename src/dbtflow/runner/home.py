@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from dbtflow import settings
 from dbtflow.files import write_atomic
 from dbtflow.settings import dbtflow_home
 
@@ -49,7 +50,7 @@ class EmbeddedAirflow:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_folder),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": os.environ.get("DBTFLOW_AIRFLOW_LOG_LEVEL", "WARNING"),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": settings.airflow_log_level(),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             # Every run re-registers its DAG file, which may have changed seconds ago.
             "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",

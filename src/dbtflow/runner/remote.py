@@ -14,13 +14,13 @@ other users' ``ps`` would see them), or none where the auth manager hands out to
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from dbtflow import settings
 from dbtflow.errors import DbtflowError
 from dbtflow.runner.display import FINISHED, RunDisplay, TaskRow
 from dbtflow.runner.failures import FailureReason, reasons, with_errors
@@ -41,9 +41,9 @@ class ApiCredentials:
     @classmethod
     def from_environment(cls) -> ApiCredentials:
         return cls(
-            token=os.environ.get("DBTFLOW_AIRFLOW_TOKEN"),
-            username=os.environ.get("DBTFLOW_AIRFLOW_USERNAME"),
-            password=os.environ.get("DBTFLOW_AIRFLOW_PASSWORD"),
+            token=settings.airflow_token(),
+            username=settings.airflow_username(),
+            password=settings.airflow_password(),
         )
 
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from dbtflow import settings
 from dbtflow.project.results import NodeResult
 
 #: An invocation whose heartbeat is older than this is considered dead.
@@ -22,8 +23,8 @@ STALE_AFTER_S = 30.0
 #: CPU (a loaded machine) than dead, and building its nodes again would build them twice at once.
 LOCAL_STALE_AFTER_S = 300.0
 HEARTBEAT_EVERY_S = 2.0
-RETENTION_ENV = "DBTFLOW_STATE_RETENTION_DAYS"
-DEFAULT_RETENTION_DAYS = 30.0
+RETENTION_ENV = settings.STATE_RETENTION_DAYS
+DEFAULT_RETENTION_DAYS = settings.DEFAULT_STATE_RETENTION_DAYS
 PRUNE_EVERY_S = 24 * 3600.0
 
 

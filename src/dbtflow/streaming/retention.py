@@ -3,14 +3,13 @@ older than ``DBTFLOW_STATE_RETENTION_DAYS`` (part of ``StateStore``)."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dbtflow.errors import DbtflowError
-from dbtflow.streaming.records import DEFAULT_RETENTION_DAYS, PRUNE_EVERY_S, RETENTION_ENV
+from dbtflow import settings
+from dbtflow.streaming.records import PRUNE_EVERY_S
 from dbtflow.streaming.schema import (
     claims,
     invocations,
@@ -68,13 +67,4 @@ class Retention:
 
 def retention_days() -> float:
     """Days the state store keeps (``DBTFLOW_STATE_RETENTION_DAYS``; 0 or less: forever)."""
-    value = os.environ.get(RETENTION_ENV, "").strip()
-    if not value:
-        return DEFAULT_RETENTION_DAYS
-    try:
-        return float(value)
-    except ValueError:
-        raise DbtflowError(
-            f"{RETENTION_ENV}={value!r} is not a number of days.",
-            "set it to a number of days such as 30, or 0 to keep everything.",
-        ) from None
+    return settings.state_retention_days()

@@ -39,6 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from dbtflow import settings
 from dbtflow.project.results import FAILED_STATUSES, SKIPPED_STATUSES, NodeResult
 from dbtflow.settings import dbtflow_home
 from dbtflow.streaming.records import (
@@ -93,7 +94,7 @@ __all__ = [
 
 
 def default_url() -> str:
-    url = os.environ.get("DBTFLOW_STATE_URL")
+    url = settings.state_url()
     if url:
         return url
     home = dbtflow_home()
