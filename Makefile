@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint browser bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,13 @@ lint: $(STAMP)
 	# Not incremental: mypy 1.x sometimes crashes on its own cache after the virtualenv changes.
 	$(BIN)/mypy --no-incremental
 
-test: lint
+# The browser tests of the UI drive Debian's Chromium through Playwright (whose own browser
+# download does not work everywhere); install it when missing (needs root, as in CI).
+browser:
+	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: lint browser
 	$(BIN)/pytest
 
 bench: $(STAMP)
