@@ -15,6 +15,8 @@ import httpx
 from airflow.sdk import BaseNotifier, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from dbtflow.project.status import FAILED_STATUSES, NodeStatus
+
 
 class WebhookNotifier(BaseNotifier):
     """POST the pipeline's outcome as JSON to ``url`` (headers may carry a token)."""
@@ -32,7 +34,7 @@ class WebhookNotifier(BaseNotifier):
         response.raise_for_status()
 
 
-def _models(summary: dict[str, Any], statuses: tuple[str, ...]) -> list[str]:
+def _models(summary: dict[str, Any], statuses: frozenset[str]) -> list[str]:
     """The models, seeds and snapshots of a task's per-node summary with one of ``statuses``."""
     nodes = summary.get("nodes") or {}
     buildable = ("model.", "seed.", "snapshot.")
@@ -85,8 +87,8 @@ class DbtflowNotifyOperator(BaseOperator):
             summary = ti.xcom_pull(task_ids=task_id, key="return_value")
             if not isinstance(summary, dict):
                 continue
-            built += _models(summary, ("success",))
-            failed += _models(summary, ("error", "fail", "runtime error"))
+            built += _models(summary, frozenset({NodeStatus.SUCCESS.value}))
+            failed += _models(summary, FAILED_STATUSES)
             stale += summary.get("stale") or []
         return {
             "dag_id": ti.dag_id,

@@ -16,11 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from dbtflow.monitoring.history import NodeRun
-from dbtflow.monitoring.trends import SUCCESS
 from dbtflow.project.events import DbtEvent
+from dbtflow.project.status import NODE_END_EVENTS, SUCCEEDED_STATUSES
 
 _STARTS = frozenset({"LogStartLine", "NodeStart"})
-_ENDS = frozenset({"NodeFinished", "SkippingDetails"})
 
 LateCallback = Callable[[str, float, float], None]
 
@@ -44,7 +43,7 @@ def learned_expectations(
     """``factor`` times each node's slowest recent successful run, at least ``floor_s``."""
     by_node: dict[str, list[float]] = {}
     for run in history:
-        if run.status in SUCCESS:
+        if run.status in SUCCEEDED_STATUSES:
             by_node.setdefault(run.unique_id, []).append(run.execution_s)
     return {uid: max(floor_s, factor * max(times[-last:])) for uid, times in by_node.items()}
 
@@ -82,7 +81,7 @@ class DurationWatch:
         with self._lock:
             if event.name in _STARTS:
                 self.running.setdefault(event.unique_id, time.monotonic())
-            elif event.name in _ENDS:
+            elif event.name in NODE_END_EVENTS:
                 self.running.pop(event.unique_id, None)
 
     def _watch(self) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from dbtflow.monitoring.history import NodeRun
 from dbtflow.monitoring.trends import Trend, trends
 from dbtflow.project.graph import DbtGraph
+from dbtflow.project.status import SUCCEEDED_STATUSES
 from dbtflow.settings import dbtflow_home
 
 
@@ -63,7 +64,7 @@ def _plot_durations(history: Sequence[NodeRun], slowest: Sequence[Trend], file: 
 
     fig, ax = plt.subplots(figsize=(10, 5))
     for t in slowest:
-        runs = [r for r in history if r.unique_id == t.unique_id and r.status in ("success", "pass", "warn")]
+        runs = [r for r in history if r.unique_id == t.unique_id and r.status in SUCCEEDED_STATUSES]
         ax.plot(
             mdates.date2num([datetime.fromtimestamp(r.started_at, UTC) for r in runs]),
             [r.execution_s for r in runs],

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from itertools import combinations
 
 from dbtflow.monitoring.history import NodeRun
+from dbtflow.project.status import SUCCEEDED_STATUSES
 
-SUCCESS = frozenset({"success", "pass", "warn"})
 WEEK_S = 7 * 86400
 
 
@@ -84,7 +84,7 @@ def trends(history: Iterable[NodeRun], *, last: int = 20, min_growth: float = 0.
     """Every node's trend over its ``last`` successful runs, slowest (by median) first."""
     by_node: dict[str, list[NodeRun]] = defaultdict(list)
     for run in history:
-        if run.status in SUCCESS:
+        if run.status in SUCCEEDED_STATUSES:
             by_node[run.unique_id].append(run)
     found = [trend(uid, runs[-last:], min_growth=min_growth) for uid, runs in by_node.items()]
     return sorted(found, key=lambda t: t.median_s, reverse=True)

@@ -14,8 +14,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-#: dbt's retryable statuses (``dbt.task.retry.RETRYABLE_STATUSES``), as they appear in the artifact.
-RETRYABLE_STATUSES = frozenset({"error", "fail", "skipped", "runtime error", "partial success"})
+from dbtflow.project.status import RETRYABLE_STATUSES
+
 _DROPPED_RESULT_FIELDS = ("compiled_code",)
 
 

@@ -11,9 +11,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dbtflow.project.results import NodeResult
+from dbtflow.project.status import NODE_END_EVENTS, NODE_SKIPPED_EVENT, NodeStatus
 
-#: Events that end a node: a result is built from them.
-_RESULT_EVENTS = frozenset({"NodeFinished", "SkippingDetails"})
 _LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 
 
@@ -66,14 +65,16 @@ def event_record(event: Any) -> DbtEvent:
 def node_result(event: Any) -> NodeResult | None:
     """The result carried by a ``NodeFinished`` or ``SkippingDetails`` event, else ``None``."""
     name = event.info.name
-    if name not in _RESULT_EVENTS:
+    if name not in NODE_END_EVENTS:
         return None
     node = _node_info(event.data)
     if node is None:
         return None
-    if name == "SkippingDetails":
+    if name == NODE_SKIPPED_EVENT:
         return NodeResult(
-            unique_id=node.unique_id, status="skipped", message="skipped: an upstream node failed"
+            unique_id=node.unique_id,
+            status=NodeStatus.SKIPPED.value,
+            message="skipped: an upstream node failed",
         )
     run = event.data.run_result
     started = completed = None

@@ -11,9 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-#: dbt statuses that fail a task. ``warn`` does not.
-FAILED_STATUSES = frozenset({"error", "fail", "runtime error"})
-SKIPPED_STATUSES = frozenset({"skipped"})
+from dbtflow.project.status import FAILED_STATUSES, SKIPPED_STATUSES
 
 
 @dataclass(frozen=True)
