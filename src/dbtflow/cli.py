@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--last", type=int, default=20, help="runs per model to consider")
     report.add_argument("--history-url", help="SQLAlchemy URL of the history (default: under DBTFLOW_HOME)")
 
+    ui = commands.add_parser(
+        "ui", help="the embedded Airflow's web UI on 127.0.0.1 (runs, logs, reports, dbt docs); no login"
+    )
+    ui.add_argument("--port", type=int, help="port (default: 8080 when free, else any free port)")
+
     airflow = commands.add_parser(
         "airflow",
         help="Airflow's command line on the embedded Airflow (`dbtflow airflow connections add ...`)",
@@ -282,6 +287,10 @@ def _demo(args: argparse.Namespace) -> int:
     os.environ["BIKESHARE_DUCKDB"] = str(database)
     print(f"Running the bundled example ({target}) per model; warehouse: {database}")
     outcome = run_project(RunRequest(project_dir=target, progress=args.progress))
+    print(
+        "See this run in Airflow's web UI (its grid, each model's log, the run-time report): "
+        "`dbtflow ui` (or `.venv/bin/dbtflow ui`), then open the URL it prints."
+    )
     return _finish(outcome, args.summary_json)
 
 
@@ -327,6 +336,12 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(args: argparse.Namespace) -> int:
+    from dbtflow.runner.ui import serve_ui
+
+    return serve_ui(args.port)
+
+
 def _airflow(args: argparse.Namespace) -> int:
     """Run Airflow's command line against the embedded Airflow (its database and fernet key)."""
     from dbtflow.runner.home import embedded_airflow
@@ -358,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_third_party_warnings()
     args = build_parser().parse_args(argv)
     handlers = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "timings": _timings}
-    handler = {**handlers, "report": _report, "airflow": _airflow}[args.command]
+    handler = {**handlers, "report": _report, "airflow": _airflow, "ui": _ui}[args.command]
     try:
         return handler(args)
     except DbtflowError as exc:
