@@ -19,13 +19,13 @@ import duckdb
 import pytest
 
 from dbtflow import DbtProject
-from dbtflow.plan.build import make_plan
+from dbtflow.plan.planner import make_plan
 from dbtflow.project.invoke import run_dbt
 from dbtflow.project.manifest import load_graph, load_manifest
-from dbtflow.project.report import failure_summary
 from dbtflow.project.results import NodeResult
+from dbtflow.project.results_table import failure_summary
 from dbtflow.project.selection import exact_selection
-from dbtflow.streaming.store import StateStore
+from dbtflow.state.store import StateStore
 
 from conftest import AIRFLOW_HOME, run_cli
 

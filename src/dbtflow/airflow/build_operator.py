@@ -16,17 +16,17 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 
 from dbtflow.airflow.artifacts import try_artifacts
-from dbtflow.airflow.operators import DbtOperatorBase, run_key
+from dbtflow.airflow.operators import DbtOperatorBase
+from dbtflow.airflow.publish import publish
 from dbtflow.airflow.task_log import DbtEventLogger
-from dbtflow.monitoring.forwarding import EventForwarder, RunContext
+from dbtflow.airflow.task_try import task_try
+from dbtflow.monitoring.forwarding import EventForwarder
 from dbtflow.monitoring.history import record_task_results
 from dbtflow.project.batch import run_batch
 from dbtflow.project.manifest import load_graph
-from dbtflow.project.report import failure_summary, results_table
-from dbtflow.project.results import summarize
 from dbtflow.project.selection import exact_selection
+from dbtflow.project.task_results import TaskResults, failed_nodes, missing_nodes
 from dbtflow.streaming.producer import exclusive_invocation
-from dbtflow.streaming.store import TaskTry
 
 
 class DbtBuildOperator(DbtOperatorBase):
@@ -57,7 +57,7 @@ class DbtBuildOperator(DbtOperatorBase):
     def execute(self, context: Any) -> Any:
         ti = context["ti"]
         try_number = int(ti.try_number)
-        this_try = TaskTry(ti.dag_id, ti.run_id, ti.task_id, _map_index(ti), try_number)
+        this_try = task_try(context)
         kept = try_artifacts(this_try, self._store(), self.artifacts_url, self.artifacts_conn_id)
         previous = kept.latest_before() if try_number > 1 else None
         if previous is not None:
@@ -71,12 +71,10 @@ class DbtBuildOperator(DbtOperatorBase):
         selection = self.selection
         if selection is None:
             selection = exact_selection(load_graph(self.project), self.unique_ids)
-        forwarder = EventForwarder(
-            RunContext(ti.dag_id, ti.run_id, ti.task_id, try_number), also=DbtEventLogger(self.log)
-        )
+        forwarder = EventForwarder(this_try, also=DbtEventLogger(self.log))
         try:
             with (
-                exclusive_invocation(self._store(), run_key(context), self.log),
+                exclusive_invocation(self._store(), this_try, self.log),
                 self._watched(context, forwarder) as on_event,
             ):
                 outcome = run_batch(
@@ -95,21 +93,19 @@ class DbtBuildOperator(DbtOperatorBase):
         if outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
         results = outcome.results
-        record_task_results(context, outcome.run.results, self.log)
-        self.log.info("dbt results:\n%s", results_table(results))
-        # What this try's dbt invocation ran (everything, or what `dbt retry` picked).
-        summary = {**summarize(results), "ran": sorted(r.unique_id for r in outcome.run.results)}
-        failed = [r for r in results if r.failed]
-        missing = set(self.unique_ids) - {r.unique_id for r in results}
-        if missing and self.selection is None:
-            not_run = ", ".join(sorted(missing))
-            raise AirflowException(f"dbt returned no result for {not_run}: it did not run them.")
-        if failed:
-            ti.xcom_push(key="return_value", value=summary)
-            raise AirflowException(f"dbt reported {len(failed)} failure(s):\n{failure_summary(failed)}")
-        return summary
-
-
-def _map_index(ti: Any) -> int:
-    index = getattr(ti, "map_index", None)
-    return -1 if index is None else int(index)
+        # A group must have a result for each of its nodes; a try that did not run some of them
+        # fails without a summary. A try whose nodes failed keeps its summary.
+        missing = missing_nodes(self.unique_ids, results) if self.selection is None else None
+        published = TaskResults.of(
+            results,
+            failure=missing or failed_nodes(results),
+            summary_on_failure=missing is None,
+            # What this try's dbt invocation ran (everything, or what `dbt retry` picked).
+            ran=[r.unique_id for r in outcome.run.results],
+        )
+        return publish(
+            published,
+            self.log,
+            ti=ti,
+            history=lambda: record_task_results(context, outcome.run.results, self.log),
+        )

@@ -20,11 +20,12 @@ from typing import Any
 from airflow.providers.dbt.cloud.hooks.dbt import DbtCloudHook, DbtCloudJobRunException
 from airflow.providers.dbt.cloud.operators.dbt import DbtCloudRunJobOperator
 from airflow.providers.dbt.cloud.triggers.dbt import DbtCloudRunJobTrigger
-from airflow.sdk.exceptions import AirflowException
 
+from dbtflow.airflow.publish import publish
 from dbtflow.monitoring.history import record_task_results
-from dbtflow.project.report import failure_summary, results_table
-from dbtflow.project.results import NodeResult, results_from_run_results, summarize
+from dbtflow.project.results import NodeResult, results_from_run_results
+from dbtflow.project.results_table import failure_summary
+from dbtflow.project.task_results import TaskResults
 
 RUN_RESULTS = "run_results.json"
 
@@ -89,19 +90,35 @@ class DbtCloudJobOperator(DbtCloudRunJobOperator):
             results = self._fetch_results()
             if not results:
                 raise
-            summary = self._publish(context, results)
-            context["ti"].xcom_push(key="return_value", value=summary)
             failed = [r for r in results if r.failed]
             detail = failure_summary(failed) if failed else "no node failed (a step outside dbt did)"
-            raise AirflowException(f"{exc} Failed nodes:\n{detail}") from exc
+            return self._publish(context, results, failure=f"{exc} Failed nodes:\n{detail}", cause=exc)
         if not self.wait_for_termination:
             return self.run_id
         return self._publish(context, self._fetch_results())
 
-    def _publish(self, context: Any, results: Sequence[NodeResult]) -> dict[str, Any]:
-        self.log.info("dbt Cloud run %s results:\n%s", self.run_id, results_table(results))
-        record_task_results(context, results, self.log)
-        return {**summarize(results), "job_run_id": self.run_id}
+    def _publish(
+        self,
+        context: Any,
+        results: Sequence[NodeResult],
+        failure: str | None = None,
+        cause: BaseException | None = None,
+    ) -> dict[str, Any]:
+        """Publish the run's results; a failed run (``failure``) keeps its summary too."""
+        published = TaskResults.of(
+            results,
+            failure=failure,
+            summary_on_failure=True,
+            job_run_id=self.run_id,
+            title=f"dbt Cloud run {self.run_id} results",
+        )
+        return publish(
+            published,
+            self.log,
+            ti=context["ti"],
+            history=lambda: record_task_results(context, results, self.log),
+            cause=cause,
+        )
 
     def _fetch_results(self) -> list[NodeResult]:
         """The newest result of every node over the run's steps (each step has its own artifacts)."""

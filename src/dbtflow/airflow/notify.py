@@ -16,6 +16,7 @@ from airflow.sdk import BaseNotifier, BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from dbtflow.project.status import FAILED_STATUSES, NodeStatus
+from dbtflow.project.task_summary import TaskSummary
 
 
 class WebhookNotifier(BaseNotifier):
@@ -32,15 +33,6 @@ class WebhookNotifier(BaseNotifier):
     def notify(self, context: Any) -> None:
         response = httpx.post(self.url, json=context["dbtflow"], headers=self.headers, timeout=self.timeout)
         response.raise_for_status()
-
-
-def _models(summary: dict[str, Any], statuses: frozenset[str]) -> list[str]:
-    """The models, seeds and snapshots of a task's per-node summary with one of ``statuses``."""
-    nodes = summary.get("nodes") or {}
-    buildable = ("model.", "seed.", "snapshot.")
-    return [
-        uid for uid, node in nodes.items() if uid.startswith(buildable) and node.get("status") in statuses
-    ]
 
 
 class DbtflowNotifyOperator(BaseOperator):
@@ -84,12 +76,14 @@ class DbtflowNotifyOperator(BaseOperator):
         failed: list[str] = []
         stale: list[str] = []
         for task_id in upstream:
-            summary = ti.xcom_pull(task_ids=task_id, key="return_value")
-            if not isinstance(summary, dict):
+            returned = ti.xcom_pull(task_ids=task_id, key="return_value")
+            if not isinstance(returned, dict):
                 continue
-            built += _models(summary, frozenset({NodeStatus.SUCCESS.value}))
-            failed += _models(summary, FAILED_STATUSES)
-            stale += summary.get("stale") or []
+            # A dbt task's TaskSummary; the freshness gate returns its stale sources instead.
+            summary = TaskSummary.from_xcom(returned)
+            built += summary.models({NodeStatus.SUCCESS})
+            failed += summary.models(FAILED_STATUSES)
+            stale += returned.get("stale") or []
         return {
             "dag_id": ti.dag_id,
             "run_id": ti.run_id,

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -22,27 +21,28 @@ from airflow.sdk.exceptions import AirflowException, AirflowRescheduleException,
 from airflow.triggers.base import StartTriggerArgs
 
 from dbtflow.airflow.deadlines import model_deadline_watch
+from dbtflow.airflow.publish import publish
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.task_states import read_task_states
+from dbtflow.airflow.task_try import task_try
 from dbtflow.airflow.triggers import InvocationTrigger, NodeResultTrigger
 from dbtflow.monitoring.deadlines import ModelDeadlines
+from dbtflow.monitoring.forwarding import EventForwarder
+from dbtflow.monitoring.history import results_recorder
 from dbtflow.project.config import DbtProject
 from dbtflow.project.manifest import load_graph, load_manifest
-from dbtflow.project.report import failure_summary, results_table
-from dbtflow.project.results import NodeResult, summarize
-from dbtflow.streaming.consumer import TERMINAL_TASK_STATES, Action, Upstream, Watch, decide
-from dbtflow.streaming.producer import BuildOutcome, RunKey, build_claimed
-from dbtflow.streaming.store import StateStore
+from dbtflow.project.results import NodeResult
+from dbtflow.project.task_results import TaskResults, failed_nodes, missing_nodes
+from dbtflow.state.store import StateStore
+from dbtflow.state.task_try import TaskTry
+from dbtflow.streaming.consumer import TERMINAL_TASK_STATES, Action, Upstream
+from dbtflow.streaming.producer import ClaimedInvocation, EventCallback, run_claimed_invocation
 from dbtflow.streaming.verdict import verdict
+from dbtflow.streaming.waiting import decide_once, wait_for_live_holders
 
 DBT_COLOR = "#FF694B"
 #: How soon a streamed task run by `dag.test()` looks again when it has to wait for other tasks.
 SEQUENTIAL_WAIT_S = 0.2
-
-
-def run_key(context: Any) -> RunKey:
-    ti = context["ti"]
-    return RunKey(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=int(ti.try_number))
 
 
 class DbtOperatorBase(BaseOperator):
@@ -84,16 +84,38 @@ class DbtOperatorBase(BaseOperator):
     def _store(self) -> StateStore:
         return StateStore(self.state_url)
 
+    def _run_claimed(
+        self,
+        task: TaskTry,
+        nodes: Sequence[str],
+        on_event: EventCallback,
+        *,
+        selection: Sequence[str] | None = None,
+        skip_succeeded: bool = False,
+    ) -> ClaimedInvocation:
+        """Claim ``nodes`` for ``task`` and run one dbt invocation over them, in this process;
+        dbt's events go to ``on_event`` and the configured log sinks, its results to the run-time
+        history."""
+        with EventForwarder(task, also=on_event) as forwarder:
+            return run_claimed_invocation(
+                self.project,
+                load_graph(self.project),
+                lambda: load_manifest(self.project),
+                self._store(),
+                task,
+                nodes,
+                selection=selection,
+                threads=self.threads,
+                on_event=forwarder,
+                on_results=results_recorder(task, self.log),
+                skip_succeeded=skip_succeeded,
+            )
+
     def _report(self, results: Sequence[NodeResult]) -> dict[str, Any]:
-        """Log a results table; fail when dbt reported an error or failure; return the XCom summary."""
-        self.log.info("dbt results:\n%s", results_table(results))
-        failed = [r for r in results if r.failed]
-        if failed:
-            raise AirflowException(f"dbt reported {len(failed)} failure(s):\n{failure_summary(failed)}")
-        missing = sorted(set(self.unique_ids) - {r.unique_id for r in results})
-        if missing:
-            raise AirflowException(f"dbt returned no result for {', '.join(missing)}: it did not run them.")
-        return summarize(results)
+        """Log a results table; fail when dbt reported an error or failure, or no result for one of
+        the task's nodes; return the XCom summary."""
+        failure = failed_nodes(results) or missing_nodes(self.unique_ids, results)
+        return publish(TaskResults.of(results, failure=failure), self.log)
 
 
 class DbtNodeOperator(DbtOperatorBase):
@@ -167,45 +189,35 @@ class DbtNodeOperator(DbtOperatorBase):
             return self._build_alone(context)
         return self._follow(context)
 
-    def _upstream(self, key: RunKey) -> Upstream:
+    def _upstream(self, task: TaskTry) -> Upstream:
         try:
-            task_states: dict[str, str | None] | None = read_task_states(key.dag_id, key.run_id)
+            task_states: dict[str, str | None] | None = read_task_states(task.dag_id, task.run_id)
         except Exception as exc:  # without them, only dbt's side decides (as before streaming early)
             self.log.warning("Could not read the run's task states (%s); deciding from dbt's alone.", exc)
             task_states = None
         return Upstream(tuple(sorted(self.upstream_task_ids)), task_states, self.producer_task_id)
 
     def _follow(self, context: Any, *, sequential: bool = False) -> Any:
-        key = run_key(context)
-        decision = decide(
-            self._store(),
-            key.dag_id,
-            key.run_id,
-            self.unique_ids,
-            key.try_number,
-            Watch(),
-            main_node=self.main_node,
-            upstream=self._upstream(key),
+        task = task_try(context)
+        decision = decide_once(
+            self._store(), task, self.unique_ids, main_node=self.main_node, upstream=self._upstream(task)
         )
         if decision.action is Action.REPORT:
-            self._store().consume([r.id for r in decision.results], key.try_number)
             for stored in decision.results:
                 for line in stored.log:
                     self.log.info("%s", line)
             return self._report(decision.node_results)
         if decision.action is Action.FAIL:
-            if decision.dead is not None:
-                self._store().mark_died(decision.dead, decision.message)
             raise AirflowException(decision.message)
         if decision.action is Action.SKIP:
             raise AirflowSkipException(decision.message)
         if decision.action is Action.WAIT:
             if sequential:
                 raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=SEQUENTIAL_WAIT_S))
-            self._defer_until_results(key)
+            self._defer_until_results(task)
         return self._build_alone(context)
 
-    def _defer_until_results(self, key: RunKey) -> None:
+    def _defer_until_results(self, task: TaskTry) -> None:
         self.defer(
             trigger=NodeResultTrigger(
                 nodes=self.unique_ids,
@@ -215,40 +227,31 @@ class DbtNodeOperator(DbtOperatorBase):
                 poll_interval=self.poll_interval,
                 upstream=sorted(self.upstream_task_ids),
                 end_task=False,
-                dag_id=key.dag_id,
-                run_id=key.run_id,
-                try_number=key.try_number,
+                dag_id=task.dag_id,
+                run_id=task.run_id,
+                try_number=task.try_number,
             ),
             method_name="execute_complete",
             timeout=self.execution_timeout,
         )
 
     def _build_alone(self, context: Any) -> Any:
-        key = run_key(context)
+        task = task_try(context)
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
-            outcome = build_claimed(
-                self.project,
-                load_graph(self.project),
-                lambda: load_manifest(self.project),
-                self._store(),
-                key,
-                self.unique_ids,
-                threads=self.threads,
-                on_event=on_event,
-            )
+            outcome = self._run_claimed(task, self.unique_ids, on_event)
         if outcome.held_elsewhere:
             self.log.info(
                 "Another dbt invocation is building %s; waiting for its results.",
                 ", ".join(outcome.held_elsewhere),
             )
-            self._defer_until_results(key)
+            self._defer_until_results(task)
         assert outcome.run is not None
         if outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
         mine = set(self.unique_ids)
         # Its own nodes, and whatever else its invocation ran and failed (a project hook).
         results = [r for r in outcome.run.results if r.unique_id in mine or r.failed]
-        self._store().consume_invocation(outcome.invocation_id, key.try_number)
+        self._store().consume_invocation(outcome.invocation_id, task.try_number)
         return self._report(results)
 
 
@@ -290,69 +293,43 @@ class DbtProducerOperator(DbtOperatorBase):
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> Any:
         return self.execute(context)
 
-    def _still_wanted(self, key: RunKey) -> list[str]:
+    def _still_wanted(self, task: TaskTry) -> list[str]:
         """The nodes whose tasks have not ended (a retry must not build for a task that is done)."""
         if not self.node_tasks:
             return list(self.unique_ids)
         try:
-            states = read_task_states(key.dag_id, key.run_id)
+            states = read_task_states(task.dag_id, task.run_id)
         except Exception as exc:
             self.log.warning("Could not read the run's task states (%s); building every node.", exc)
             return list(self.unique_ids)
         done = {
             uid for uid, task_id in self.node_tasks.items() if states.get(task_id) in TERMINAL_TASK_STATES
         }
-        if done and key.try_number > 1:
+        if done and task.try_number > 1:
             self.log.info("%d node(s) are left out: their tasks have ended.", len(done))
         return [uid for uid in self.unique_ids if uid not in done]
 
-    def _build(self, key: RunKey, store: StateStore, nodes: list[str], on_event: Any) -> BuildOutcome:
-        return build_claimed(
-            self.project,
-            load_graph(self.project),
-            lambda: load_manifest(self.project),
-            store,
-            key,
-            nodes,
-            selection=self.selection if len(nodes) == len(self.unique_ids) else None,
-            threads=self.threads,
-            on_event=on_event,
-            skip_succeeded=True,
-        )
-
     def execute(self, context: Any) -> Any:
-        key = run_key(context)
+        task = task_try(context)
         store = self._store()
-        nodes = self._still_wanted(key)
+        nodes = self._still_wanted(task)
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
-            outcome = self._build(key, store, nodes, on_event)
+            outcome = self._run_claimed(
+                task,
+                nodes,
+                on_event,
+                selection=self.selection if len(nodes) == len(self.unique_ids) else None,
+                skip_succeeded=True,
+            )
         if outcome.held_elsewhere:
-            states = store.node_states(key.dag_id, key.run_id, outcome.held_elsewhere)
-            live = [uid for uid, info in states.holders.items() if info.alive]
-            if live:
-                self.log.info(
-                    "%d node(s) are being built by another invocation of this run; waiting for them.",
-                    len(live),
-                )
-                wait_for_holders(store, key, live, self.log)
+            wait_for_live_holders(store, task, outcome.held_elsewhere, self.log)
         if outcome.run is not None and outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
-        run_results = store.results_of_run(key.dag_id, key.run_id)
+        run_results = store.results_of_run(task.dag_id, task.run_id)
         judged = verdict(run_results, self.unique_ids, {outcome.invocation_id}, self.node_tasks)
-        self.log.info("dbt results:\n%s", results_table(judged.results))
-        summary = summarize(judged.results)
-        if not judged.ok:
-            context["ti"].xcom_push(key="return_value", value=summary)
-            raise AirflowException(judged.message())
-        return summary
-
-
-def wait_for_holders(
-    store: StateStore, key: RunKey, nodes: Sequence[str], log: Any, poll: float = 1.0
-) -> None:
-    """Block until no live invocation claims any of ``nodes``."""
-    while True:
-        states = store.node_states(key.dag_id, key.run_id, nodes)
-        if not any(info.alive for info in states.holders.values()):
-            return
-        time.sleep(poll)
+        failure = None if judged.ok else judged.message()
+        return publish(
+            TaskResults.of(judged.results, failure=failure, summary_on_failure=True),
+            self.log,
+            ti=context["ti"],
+        )

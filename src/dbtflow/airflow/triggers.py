@@ -17,21 +17,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import (
-    BaseTrigger,
-    TaskFailedEvent,
-    TaskSkippedEvent,
-    TaskSuccessEvent,
-    TriggerEvent,
-)
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TriggerEvent
 
 from dbtflow.airflow import triggerer_cache
+from dbtflow.airflow.publish import end_event
 from dbtflow.airflow.task_states import read_task_states
-from dbtflow.project.report import failure_summary, results_table
-from dbtflow.project.results import summarize
+from dbtflow.project.task_results import TaskResults, failed_nodes
+from dbtflow.state.invocations import InvocationInfo, InvocationState
+from dbtflow.state.store import StateStore
 from dbtflow.streaming.consumer import Action, Decision, Upstream, Watch, decide_from
 from dbtflow.streaming.feed import RunFeed, run_feed
-from dbtflow.streaming.store import InvocationInfo, StateStore
 from dbtflow.streaming.verdict import verdict
 
 # In Airflow's trigger runner (which imports this module before it starts a dbtflow trigger),
@@ -148,10 +143,8 @@ class NodeResultTrigger(BaseTrigger):
                     if stored.log:
                         self.log.info("%s", "\n".join(stored.log))
                 results = decision.node_results
-                if decision.failed:
-                    self.log.error("dbt reported failures:\n%s", failure_summary(results))
-                    return TaskFailedEvent()
-                return TaskSuccessEvent(xcoms={"return_value": summarize(results)})
+                failure = failed_nodes(results, heading="dbt reported failures:")
+                return end_event(TaskResults.of(results, failure=failure), self.log, table=False)
             if decision.action is Action.SKIP:
                 if not self.end_task:
                     return TriggerEvent({"action": Action.SKIP.value, "message": decision.message})
@@ -219,19 +212,12 @@ class InvocationTrigger(BaseTrigger):
         infos = [await asyncio.to_thread(store.invocation, inv_id) for inv_id in attached]
         run_results = await asyncio.to_thread(store.results_of_run, dag_id, run_id)
         judged = verdict(run_results, self.nodes, attached, self.owned_elsewhere)
-        self.log.info("dbt results:\n%s", results_table(judged.results))
         stopped = _stopped(infos)
         for info in infos:
-            if info is not None and info.state == "running":
+            if info is not None and info.state == InvocationState.RUNNING:
                 await asyncio.to_thread(store.mark_died, info.id, info.describe_death())
-        for line in stopped:
-            self.log.error("%s", line)
-        if not judged.ok:
-            self.log.error("%s", judged.message())
-        if stopped or not judged.ok:
-            yield TaskFailedEvent()
-        else:
-            yield TaskSuccessEvent(xcoms={"return_value": summarize(judged.results)})
+        why = [*stopped, *([] if judged.ok else [judged.message()])]
+        yield end_event(TaskResults.of(judged.results, failure="\n".join(why) or None), self.log)
 
 
 def _stopped(infos: list[InvocationInfo | None]) -> list[str]:
@@ -240,8 +226,8 @@ def _stopped(infos: list[InvocationInfo | None]) -> list[str]:
     for info in infos:
         if info is None:
             continue
-        if info.state in ("running", "died"):
+        if info.state in (InvocationState.RUNNING, InvocationState.DIED):
             lines.append(f"The dbt invocation {info.id} stopped: {info.describe_death()}.")
-        elif info.state == "failed":
+        elif info.state == InvocationState.FAILED:
             lines.append(f"dbt failed: {info.error}")
     return lines

@@ -79,24 +79,3 @@ def result_from_run_results_entry(entry: Mapping[str, Any]) -> NodeResult:
 def results_from_run_results(document: Mapping[str, Any]) -> list[NodeResult]:
     """All results of a ``run_results.json`` document."""
     return [result_from_run_results_entry(e) for e in document.get("results", ())]
-
-
-def summarize(results: Iterable[NodeResult]) -> dict[str, Any]:
-    """A compact per-node summary for XCom: counts by status and one line per node."""
-    items = list(results)
-    counts: dict[str, int] = {}
-    for r in items:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    return {
-        "counts": counts,
-        "nodes": {
-            r.unique_id: {
-                "status": r.status,
-                "execution_time": round(r.execution_time, 3),
-                "rows_affected": r.rows_affected,
-                **({"message": r.message} if r.failed else {}),
-            }
-            for r in items
-        },
-        "failed": sorted(r.unique_id for r in items if r.failed),
-    }

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from dbtflow.project.report import failure_summary
 from dbtflow.project.results import NodeResult
-from dbtflow.streaming.store import StoredResult
+from dbtflow.project.results_table import failure_summary
+from dbtflow.state.results import StoredResult
 
 #: Resource types whose every result needs a task; others (a project hook, an exposure's no-op)
 #: count only when they failed.

@@ -1,4 +1,4 @@
-"""Plain-text reports of node results, for task logs and the command line."""
+"""Plain-text reports of node results (a results table, a failure list), for task logs and the CLI."""
 
 from __future__ import annotations
 
