@@ -86,3 +86,65 @@ def test_a_trigger_runner_without_the_internal_gets_a_warning(
     with caplog.at_level("WARNING", logger=triggerer_cache.__name__):
         assert triggerer_cache.install() is None
     assert "triggerer_cache.py" in caplog.text and "DagSerialization" in caplog.text
+
+
+@pytest.fixture
+def dag_property(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Airflow's own ``SerializedDagModel.dag`` property, restored afterwards."""
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    monkeypatch.setattr(SerializedDagModel, "dag", SerializedDagModel.__dict__["dag"])
+    yield SerializedDagModel.__dict__["dag"]
+
+
+def _serialized_row(bikeshare_dir: Path, dag_id: str) -> object:
+    import uuid
+
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+
+    row = SerializedDagModel(LazyDeserializedDAG.from_dag(dbt_dag(DbtProject(bikeshare_dir), dag_id=dag_id)))
+    row.dag_version_id = uuid.uuid4()
+    return row
+
+
+def test_the_triggerer_process_deserializes_each_dag_version_once(
+    dag_property: object, monkeypatch: pytest.MonkeyPatch, bikeshare_dir: Path, warehouse: Path
+) -> None:
+    import airflow.jobs.triggerer_job_runner  # noqa: F401  (imported by `airflow triggerer`)
+
+    monkeypatch.setattr(sys, "argv", ["airflow", "triggerer"])
+    cache = triggerer_cache.install_in_supervisor()
+    assert cache is not None and triggerer_cache.install_in_supervisor() is cache
+    row = _serialized_row(bikeshare_dir, "supervised")
+    first = row.dag  # type: ignore[attr-defined]
+    assert row.dag is first, "a second read of one DAG version is the same deserialized DAG"  # type: ignore[attr-defined]
+    assert first.get_task("stg_trips").start_from_trigger
+    other = _serialized_row(bikeshare_dir, "supervised_changed")
+    assert other.dag is not first and other.dag.dag_id == "supervised_changed"  # type: ignore[attr-defined]
+    assert len(cache) == 2
+
+
+def test_other_processes_keep_airflows_property(
+    dag_property: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    monkeypatch.setattr(sys, "argv", ["airflow", "scheduler"])
+    assert triggerer_cache.install_in_supervisor() is None
+    assert SerializedDagModel.__dict__["dag"] is dag_property
+
+
+def test_the_triggerer_internal_it_patches_is_still_there() -> None:
+    """Fails when Airflow's triggerer stops reading the whole DAG per trigger (see the module)."""
+    import inspect
+
+    from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    assert isinstance(SerializedDagModel.__dict__["dag"], property)
+    source = inspect.getsource(TriggerRunnerSupervisor._create_workload)
+    assert "serialized_dag_model.dag.get_task(" in source, (
+        "_create_workload no longer deserializes the DAG per trigger: "
+        "re-read it and remove or update triggerer_cache.install_in_supervisor"
+    )

@@ -1,6 +1,8 @@
 """dbtflow's Airflow provider information: the ``duckdb`` connection type and its hook.
 
-Airflow finds it through the ``apache_airflow_provider`` entry point in ``pyproject.toml``.
+Airflow finds it through the ``apache_airflow_provider`` entry point in ``pyproject.toml``. Every
+Airflow command reads it before it runs, which makes it the one place dbtflow's code runs in the
+``airflow triggerer`` process itself: there it installs ``triggerer_cache.install_in_supervisor``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from dbtflow import __version__
 
 
 def get_provider_info() -> dict[str, Any]:
+    from dbtflow.airflow import triggerer_cache
+
+    triggerer_cache.install_in_supervisor()
     return {
         "package-name": "dbtflow",
         "name": "dbtflow",

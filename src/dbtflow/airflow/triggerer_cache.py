@@ -19,6 +19,14 @@ What it replaces, and when to remove it:
   and #69988, load the serialized DAG per version on the triggerer job's side, not in the
   runner). Remove this module when ``create_runtime_ti`` reuses one deserialized DAG per DAG
   version, or stops deserializing the whole DAG for one task.
+- **The triggerer's own process** (the supervisor of the trigger runner) pays the same cost a
+  second way in 3.3.2: ``TriggerRunnerSupervisor._create_workload`` reads
+  ``SerializedDagModel.dag`` (a property that deserializes the whole DAG on every read) for each
+  trigger it hands to the runner, only to look one task up: quadratic in DAG size when every node
+  task defers. ``install_in_supervisor`` makes that property remember the last few DAGs by
+  ``(dag_version_id, dag_hash)``, in a process started as ``airflow triggerer`` only. dbtflow's
+  provider information (``airflow/provider.py``), which every Airflow command loads before it
+  runs, calls it. Remove it when ``_create_workload`` reads the DAG through ``DBDagBag``'s cache.
 - **If the internal moves:** inside a trigger runner where the global is gone, ``install`` logs one
   warning naming this module and does nothing: triggers still work, only slower.
 """
@@ -73,6 +81,58 @@ class CachingDagSerialization:
         return dag
 
 
+def _warn_missing(where: str) -> None:
+    log.warning(
+        "dbtflow: %s is gone in this Airflow version, so each deferred dbtflow task deserializes "
+        "its whole DAG in the triggerer (slower, still correct); see "
+        "dbtflow/airflow/triggerer_cache.py for what to update or remove",
+        where,
+    )
+
+
+def install_in_supervisor() -> OrderedDict[tuple[str, str], Any] | None:
+    """Remember deserialized DAGs in ``SerializedDagModel.dag``, in an ``airflow triggerer`` only.
+
+    Returns the cache (keyed by DAG version and hash), or None where nothing was patched.
+    """
+    if (
+        not settings.triggerer_dag_cache()
+        or RUNNER_MODULE not in sys.modules
+        or sys.argv[1:2] != ["triggerer"]
+    ):
+        return None
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    current = SerializedDagModel.__dict__.get("dag")
+    if not isinstance(current, property) or current.fget is None:
+        _warn_missing("airflow.models.serialized_dag.SerializedDagModel.dag")
+        return None
+    existing: OrderedDict[tuple[str, str], Any] | None = getattr(current.fget, "dbtflow_cache", None)
+    if existing is not None:
+        return existing
+    deserialize = current.fget
+    dags: OrderedDict[tuple[str, str], Any] = OrderedDict()
+    lock = threading.Lock()
+
+    def dag(self: Any) -> Any:
+        key = (str(self.dag_version_id), str(self.dag_hash))
+        with lock:
+            found = dags.get(key)
+            if found is not None:
+                dags.move_to_end(key)
+                return found
+        value = deserialize(self)
+        with lock:
+            dags[key] = value
+            while len(dags) > KEEP:
+                dags.popitem(last=False)
+        return value
+
+    dag.dbtflow_cache = dags  # type: ignore[attr-defined]
+    SerializedDagModel.dag = property(dag, doc=current.__doc__)  # type: ignore[method-assign,assignment]
+    return dags
+
+
 def install() -> CachingDagSerialization | None:
     """Put the cache in the trigger runner module, if this process is a trigger runner."""
     if not settings.triggerer_dag_cache():
@@ -82,13 +142,7 @@ def install() -> CachingDagSerialization | None:
         return None  # not a trigger runner: nothing to do
     current = getattr(module, PATCHED_NAME, None)
     if current is None or not hasattr(current, "from_dict"):
-        log.warning(
-            "dbtflow: %s.%s.from_dict is gone in this Airflow version, so each deferred dbtflow "
-            "task deserializes its whole DAG in the triggerer (slower, still correct); "
-            "see dbtflow/airflow/triggerer_cache.py for what to update or remove",
-            RUNNER_MODULE,
-            PATCHED_NAME,
-        )
+        _warn_missing(f"{RUNNER_MODULE}.{PATCHED_NAME}.from_dict")
         return None
     if isinstance(current, CachingDagSerialization):
         return current
