@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from dbtflow.monitoring.history import History
-from dbtflow.streaming.store import StateStore
+from dbtflow.state.store import StateStore
 from dbtflow.testing.deployment import Celery, airflow_deployment
 from postgres import create_role_and_database, ensure_local_server, psql
 

@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 from dbtflow.project.results import NodeResult
+from dbtflow.state.invocations import STALE_AFTER_S, InvocationInfo, InvocationState
+from dbtflow.state.results import NodeStates, StoredResult
 from dbtflow.streaming.consumer import Action, Upstream, Watch, decide_from
-from dbtflow.streaming.store import STALE_AFTER_S, InvocationInfo, NodeStates, StoredResult
 
 MODEL = "model.shop.orders"
 TEST = "test.shop.not_null_orders_id"
@@ -78,7 +79,7 @@ def invocation(
         started_at=now - 60,
         heartbeat_at=heartbeat,
         finished_at=None if state == "running" else now,
-        state=state,
+        state=InvocationState(state),
         error=error,
     )
 
@@ -92,7 +93,6 @@ def states(
     return NodeStates(
         newest={r.result.unique_id: r for r in results},
         holders=dict(holders or {}),
-        producer_seen=True,
         producer_alive=producer_alive,
     )
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from dbtflow.project.results import NodeResult
+from dbtflow.state.results import NodeStates
+from dbtflow.state.store import StateStore
+from dbtflow.state.task_try import TaskTry
 from dbtflow.streaming.feed import run_feed
-from dbtflow.streaming.store import NodeStates, StateStore
 
 INTERVAL = 0.05
 
@@ -36,11 +38,11 @@ async def _wait_for_result(store: StateStore, node: str) -> NodeResult:
     async with run_feed(store, "dag", "run", [node], None, INTERVAL) as feed:
         version = 0
         while True:
-            snapshot = await feed.next(frozenset([node]), after=version)
-            assert node in snapshot.nodes
-            version = snapshot.version
-            if node in snapshot.states.newest:
-                return snapshot.states.newest[node].result
+            reading = await feed.next(frozenset([node]), after=version)
+            assert node in reading.nodes
+            version = reading.version
+            if node in reading.states.newest:
+                return reading.states.newest[node].result
 
 
 def test_many_waiting_tasks_share_one_reader_and_each_gets_its_result(tmp_path: Path) -> None:
@@ -49,7 +51,7 @@ def test_many_waiting_tasks_share_one_reader_and_each_gets_its_result(tmp_path: 
 
     async def scenario() -> list[NodeResult]:
         waiting = [asyncio.create_task(_wait_for_result(store, node)) for node in nodes]
-        invocation_id, _ = store.start_invocation("dag", "run", "dbt_build", 1, nodes)
+        invocation_id, _ = store.start_invocation(TaskTry("dag", "run", "dbt_build", 1), nodes)
         for i, node in enumerate(nodes):
             store.record_result(invocation_id, "dag", "run", NodeResult(node, "success", rows_affected=i))
             if i % 50 == 0:
@@ -63,17 +65,17 @@ def test_many_waiting_tasks_share_one_reader_and_each_gets_its_result(tmp_path: 
     assert 1 <= store.reads <= 100, store.reads
 
 
-def test_a_task_that_joins_late_sees_only_snapshots_read_after_it_joined(tmp_path: Path) -> None:
+def test_a_task_that_joins_late_sees_only_readings_made_after_it_joined(tmp_path: Path) -> None:
     store = CountingStore(f"sqlite:///{tmp_path / 'state.db'}")
 
     async def scenario() -> tuple[int, int]:
         first = asyncio.create_task(_wait_for_result(store, "model.p.a"))
         await asyncio.sleep(5 * INTERVAL)
         async with run_feed(store, "dag", "run", ["model.p.b"], None, INTERVAL) as feed:
-            joined_at = feed.snapshot.version
-            snapshot = await feed.next(frozenset(["model.p.b"]), after=0)
+            joined_at = feed.reading.version
+            reading = await feed.next(frozenset(["model.p.b"]), after=0)
         first.cancel()
-        return joined_at, snapshot.version
+        return joined_at, reading.version
 
     joined_at, first_seen = asyncio.run(scenario())
     assert joined_at >= 1 and first_seen > joined_at

@@ -20,8 +20,10 @@ from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent, TriggerEven
 
 from dbtflow.airflow import triggers
 from dbtflow.project.results import NodeResult
+from dbtflow.state.invocations import InvocationInfo, InvocationState
+from dbtflow.state.store import StateStore
+from dbtflow.state.task_try import TaskTry
 from dbtflow.streaming.consumer import Action, Watch, decide
-from dbtflow.streaming.store import InvocationInfo, StateStore
 
 DAG, RUN = "race_dag", "manual__race"
 NODE = "model.race.orders"
@@ -42,7 +44,7 @@ def _finish(store: StateStore, invocation_id: str, child: subprocess.Popen[bytes
     """What dbt's invocation does as it ends: record the node's result, write its final state,
     then exit (here: the process is killed and reaped, so its pid is gone)."""
     store.record_result(invocation_id, DAG, RUN, NodeResult(NODE, "success", execution_time=0.5), ["built"])
-    store.finish_invocation(invocation_id, "success")
+    store.finish_invocation(invocation_id, InvocationState.SUCCESS)
     child.kill()
     child.wait()
 
@@ -51,7 +53,7 @@ def test_the_producer_attached_to_an_invocation_that_ends_during_a_read_succeeds
     tmp_path: Path, child: subprocess.Popen[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    _, claimed = StateStore(url).start_invocation(DAG, RUN, PRODUCER, 1, [NODE], pid=child.pid)
+    _, claimed = StateStore(url).start_invocation(TaskTry(DAG, RUN, PRODUCER, 1), [NODE], pid=child.pid)
     assert claimed == [NODE]
     window: list[InvocationInfo] = []
 
@@ -62,7 +64,7 @@ def test_the_producer_attached_to_an_invocation_that_ends_during_a_read_succeeds
 
         def invocation(self, invocation_id: str) -> InvocationInfo | None:
             row = super().invocation(invocation_id)
-            if row is not None and row.state == "running" and not window:
+            if row is not None and row.state == InvocationState.RUNNING and not window:
                 window.append(row)
                 _finish(self, invocation_id, child)
             return row
@@ -93,7 +95,7 @@ def test_a_waiting_task_believes_a_death_on_the_second_reading_only(
     tmp_path: Path, child: subprocess.Popen[bytes]
 ) -> None:
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    invocation_id, _ = store.start_invocation(DAG, RUN, PRODUCER, 1, [NODE], pid=child.pid)
+    invocation_id, _ = store.start_invocation(TaskTry(DAG, RUN, PRODUCER, 1), [NODE], pid=child.pid)
     watch = Watch()
 
     def reading() -> tuple[Action, str]:
@@ -113,7 +115,7 @@ def test_a_waiting_task_believes_a_death_on_the_second_reading_only(
     assert watch.seen_dead == {invocation_id}
     # The next reading shows what the invocation wrote before it exited: its result and state.
     store.record_result(invocation_id, DAG, RUN, NodeResult(NODE, "success"), ["built"])
-    store.finish_invocation(invocation_id, "success")
+    store.finish_invocation(invocation_id, InvocationState.SUCCESS)
     decision = decide(store, DAG, RUN, [NODE], 1, watch, main_node=NODE)
     assert decision.action is Action.REPORT
     assert [r.status for r in decision.node_results] == ["success"]
@@ -124,7 +126,7 @@ def test_a_death_seen_on_two_readings_fails_the_waiting_task(
 ) -> None:
     """The counterpart: when the second reading still shows it running, it died."""
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    store.start_invocation(DAG, RUN, PRODUCER, 1, [NODE], pid=child.pid)
+    store.start_invocation(TaskTry(DAG, RUN, PRODUCER, 1), [NODE], pid=child.pid)
     watch = Watch()
     assert decide(store, DAG, RUN, [NODE], 1, watch, main_node=NODE).action is Action.WAIT
     child.kill()
@@ -139,7 +141,7 @@ def test_a_death_confirmed_by_a_waiting_task_is_recorded_for_every_later_reader(
     tmp_path: Path, child: subprocess.Popen[bytes]
 ) -> None:
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    invocation_id, _ = store.start_invocation(DAG, RUN, PRODUCER, 1, [NODE], pid=child.pid)
+    invocation_id, _ = store.start_invocation(TaskTry(DAG, RUN, PRODUCER, 1), [NODE], pid=child.pid)
     watch = Watch()
     assert decide(store, DAG, RUN, [NODE], 1, watch, main_node=NODE).action is Action.WAIT
     child.kill()  # killed: no final state written
@@ -152,5 +154,5 @@ def test_a_death_confirmed_by_a_waiting_task_is_recorded_for_every_later_reader(
     assert info is not None and info.state == "died" and info.finished_at is not None
     assert "is gone" in info.describe_death()
     # Its claim no longer holds the node: a new invocation may build it.
-    _, claimed = store.start_invocation(DAG, RUN, "orders", 2, [NODE])
+    _, claimed = store.start_invocation(TaskTry(DAG, RUN, "orders", 2), [NODE])
     assert claimed == [NODE]

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dbtflow.monitoring.history import History
-from dbtflow.streaming.store import StateStore
+from dbtflow.state.store import StateStore
 from dbtflow.testing.deployment import airflow_deployment
 
 from conftest import (

@@ -17,8 +17,10 @@ import sqlalchemy as sa
 
 from dbtflow import DbtflowError
 from dbtflow.project.results import NodeResult
-from dbtflow.streaming import store as state
-from dbtflow.streaming.store import StateStore, TaskTry
+from dbtflow.state import invocations, retention, schema
+from dbtflow.state.invocations import InvocationState
+from dbtflow.state.store import StateStore
+from dbtflow.state.task_try import TaskTry
 
 DAY = 86400.0
 
@@ -29,7 +31,7 @@ def _store(tmp_path: Path) -> StateStore:
 
 def test_a_try_finds_the_newest_document_of_an_earlier_try_of_its_own_task(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    first = TaskTry("dag", "run-1", "dbt_build", -1, 1)
+    first = TaskTry("dag", "run-1", "dbt_build", try_number=1, map_index=-1)
     store.save_try_artifact(first, {"results": ["from try 1"]})
     store.save_try_artifact(dataclasses.replace(first, try_number=2), {"results": ["from try 2"]})
     store.save_try_artifact(dataclasses.replace(first, run_id="run-2", try_number=3), {"results": ["other"]})
@@ -48,13 +50,15 @@ def test_a_try_finds_the_newest_document_of_an_earlier_try_of_its_own_task(tmp_p
 
 def test_a_silent_process_on_this_machine_is_alive_until_it_is_gone(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    invocation_id, _ = store.start_invocation("dag", "run", "dbt_build", 1, [])
+    invocation_id, _ = store.start_invocation(TaskTry("dag", "run", "dbt_build", 1), [])
     info = store.invocation(invocation_id)
     assert info is not None and info.alive
-    silent = dataclasses.replace(info, heartbeat_at=time.time() - 2 * state.STALE_AFTER_S)
+    silent = dataclasses.replace(info, heartbeat_at=time.time() - 2 * invocations.STALE_AFTER_S)
     # Starved of CPU, not dead: its nodes must not be taken over and built a second time.
     assert silent.alive
-    assert not dataclasses.replace(silent, heartbeat_at=time.time() - 2 * state.LOCAL_STALE_AFTER_S).alive
+    assert not dataclasses.replace(
+        silent, heartbeat_at=time.time() - 2 * invocations.LOCAL_STALE_AFTER_S
+    ).alive
     # The same silence from another machine means it is gone.
     assert not dataclasses.replace(silent, host=socket.gethostname() + "-elsewhere").alive
     exited = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
@@ -67,49 +71,51 @@ def _age(store: StateStore, days: float) -> None:
     shift = days * DAY
     with store.engine.begin() as conn:
         for table, columns in (
-            (state.invocations, ("started_at", "heartbeat_at", "finished_at")),
-            (state.results, ("recorded_at",)),
-            (state.try_artifacts, ("saved_at",)),
+            (schema.invocations, ("started_at", "heartbeat_at", "finished_at")),
+            (schema.results, ("recorded_at",)),
+            (schema.try_artifacts, ("saved_at",)),
         ):
             values = {c: table.c[c] - shift for c in columns}
             conn.execute(table.update().values(**values))
 
 
 def _a_run(store: StateStore, run_id: str) -> str:
-    invocation_id, claimed = store.start_invocation("dag", run_id, "dbt_build", 1, ["model.p.a", "model.p.b"])
+    invocation_id, claimed = store.start_invocation(
+        TaskTry("dag", run_id, "dbt_build", 1), ["model.p.a", "model.p.b"]
+    )
     assert claimed == ["model.p.a", "model.p.b"]
     store.record_result(invocation_id, "dag", run_id, NodeResult("model.p.a", "success"), ["built a"])
     store.start_writing("dag", run_id, invocation_id)
-    store.save_try_artifact(TaskTry("dag", run_id, "dbt_build", -1, 1), {"results": []})
+    store.save_try_artifact(TaskTry("dag", run_id, "dbt_build", try_number=1, map_index=-1), {"results": []})
     return invocation_id
 
 
 def _rows(store: StateStore) -> dict[str, set[str]]:
     with store.engine.connect() as conn:
         return {
-            "invocations": {r.run_id for r in conn.execute(sa.select(state.invocations))},
-            "results": {r.run_id for r in conn.execute(sa.select(state.results))},
-            "claims": {r.run_id for r in conn.execute(sa.select(state.claims))},
-            "writers": {r.run_id for r in conn.execute(sa.select(state.writers))},
-            "try_artifacts": {r.run_id for r in conn.execute(sa.select(state.try_artifacts))},
-            "run_locks": {r.run_id for r in conn.execute(sa.select(state.run_locks))} - {"*"},
+            "invocations": {r.run_id for r in conn.execute(sa.select(schema.invocations))},
+            "results": {r.run_id for r in conn.execute(sa.select(schema.results))},
+            "claims": {r.run_id for r in conn.execute(sa.select(schema.claims))},
+            "writers": {r.run_id for r in conn.execute(sa.select(schema.writers))},
+            "try_artifacts": {r.run_id for r in conn.execute(sa.select(schema.try_artifacts))},
+            "run_locks": {r.run_id for r in conn.execute(sa.select(schema.run_locks))} - {"*"},
         }
 
 
 def test_the_store_forgets_runs_older_than_the_retention_once_a_day(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(state.RETENTION_ENV, "30")
+    monkeypatch.setenv(retention.RETENTION_ENV, "30")
     store = _store(tmp_path)
     _a_run(store, "old")  # its invocation never finished: a process that died 40 days ago
-    store.finish_invocation(_a_run(store, "old-finished"), "success")
+    store.finish_invocation(_a_run(store, "old-finished"), InvocationState.SUCCESS)
     _age(store, 40)
     _a_run(store, "recent")
     _age(store, 10)
     # The next invocation to start prunes: everything of the runs older than 30 days goes.
     with store.engine.begin() as conn:
-        conn.execute(state.maintenance.delete())
-    store.start_invocation("dag", "new", "dbt_build", 1, [])
+        conn.execute(schema.maintenance.delete())
+    store.start_invocation(TaskTry("dag", "new", "dbt_build", 1), [])
     every_table = {"recent"}
     assert _rows(store) == {
         "invocations": {"recent", "new"},
@@ -124,7 +130,7 @@ def test_the_store_forgets_runs_older_than_the_retention_once_a_day(
     assert store.prune_if_due() == {}
     assert "recent" in _rows(store)["results"]
     with store.engine.begin() as conn:
-        conn.execute(state.maintenance.update().values(done_at=time.time() - 2 * DAY))
+        conn.execute(schema.maintenance.update().values(done_at=time.time() - 2 * DAY))
     assert store.prune_if_due()["results"] == 1
     assert _rows(store)["results"] == set()
 
@@ -135,9 +141,9 @@ def test_retention_can_be_switched_off_and_a_bad_value_names_the_fix(
     store = _store(tmp_path)
     _a_run(store, "old")
     _age(store, 400)
-    monkeypatch.setenv(state.RETENTION_ENV, "0")
+    monkeypatch.setenv(retention.RETENTION_ENV, "0")
     assert store.prune_if_due() == {}
     assert _rows(store)["results"] == {"old"}
-    monkeypatch.setenv(state.RETENTION_ENV, "a month")
+    monkeypatch.setenv(retention.RETENTION_ENV, "a month")
     with pytest.raises(DbtflowError, match="DBTFLOW_STATE_RETENTION_DAYS='a month' is not a number"):
         store.prune_if_due()

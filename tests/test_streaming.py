@@ -17,8 +17,10 @@ import pytest
 
 from dbtflow import DbtProject
 from dbtflow.project.manifest import load_graph, load_manifest
-from dbtflow.streaming.producer import RunKey, build_claimed, claim_nodes
-from dbtflow.streaming.store import StateStore
+from dbtflow.state.invocations import InvocationState
+from dbtflow.state.store import StateStore
+from dbtflow.state.task_try import TaskTry
+from dbtflow.streaming.producer import claim_nodes, run_claimed_invocation
 
 from conftest import (
     AIRFLOW_HOME,
@@ -175,24 +177,24 @@ def test_a_node_is_never_built_by_two_invocations_at_once(bikeshare_dir: Path, w
     graph = load_graph(project)
     store = StateStore()
     node = "seed.bikeshare.raw_stations"
-    holder = claim_nodes(store, RunKey("claims", "run-1", "dbt_build", 1), [node])
+    holder = claim_nodes(store, TaskTry("claims", "run-1", "dbt_build", 1), [node])
     assert holder.claimed == [node]
-    other = build_claimed(
+    other = run_claimed_invocation(
         project,
         graph,
         lambda: load_manifest(project),
         store,
-        RunKey("claims", "run-1", "raw_stations", 1),
+        TaskTry("claims", "run-1", "raw_stations", 1),
         [node],
     )
     assert other.claimed == [] and other.held_elsewhere == [node] and other.run is None
-    store.finish_invocation(holder.invocation_id, "success")
-    again = build_claimed(
+    store.finish_invocation(holder.invocation_id, InvocationState.SUCCESS)
+    again = run_claimed_invocation(
         project,
         graph,
         lambda: load_manifest(project),
         store,
-        RunKey("claims", "run-1", "raw_stations", 2),
+        TaskTry("claims", "run-1", "raw_stations", 2),
         [node],
     )
     assert again.claimed == [node] and again.run is not None

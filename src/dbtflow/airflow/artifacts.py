@@ -17,7 +17,8 @@ from typing import Any, Protocol
 from airflow.sdk import ObjectStoragePath
 
 from dbtflow import settings
-from dbtflow.streaming.store import StateStore, TaskTry
+from dbtflow.state.store import StateStore
+from dbtflow.state.task_try import TaskTry
 
 ARTIFACTS_URL_ENV = settings.ARTIFACTS_URL
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=\-]")

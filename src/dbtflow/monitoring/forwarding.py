@@ -15,29 +15,20 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Protocol
 
 from dbtflow import settings
 from dbtflow.project.events import DbtEvent
+from dbtflow.state.task_try import TaskTry
 
 JSON_ENV = settings.LOG_JSON
 OTLP_ENV = settings.OTLP_ENDPOINT
 OTEL_LOGS_ENV = settings.OTEL_LOGS_ENDPOINT
 
 
-@dataclass(frozen=True)
-class RunContext:
-    """Which task try the events belong to."""
-
-    dag_id: str
-    run_id: str
-    task_id: str
-    try_number: int
-
-
-def record_of(event: DbtEvent, run: RunContext) -> dict[str, Any]:
+def record_of(event: DbtEvent, run: TaskTry) -> dict[str, Any]:
     return {
         "timestamp": event.ts,
         "level": event.level,
@@ -124,9 +115,10 @@ def sinks_from_env() -> list[Sink]:
 
 class EventForwarder:
     """A dbt event callback sending each event's record to the configured sinks (and to ``also``,
-    typically the task-log writer). ``close()`` flushes the sinks."""
+    typically the task-log writer). ``close()`` (or leaving it as a context manager) flushes the
+    sinks."""
 
-    def __init__(self, run: RunContext, also: Callable[[DbtEvent], None] | None = None) -> None:
+    def __init__(self, run: TaskTry, also: Callable[[DbtEvent], None] | None = None) -> None:
         self.run = run
         self.also = also
         self.sinks = sinks_from_env()
@@ -143,3 +135,11 @@ class EventForwarder:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+    def __enter__(self) -> EventForwarder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -2,24 +2,27 @@
 
 The store is a SQL table: a SQLite file under ``$DBTFLOW_HOME`` by default, any SQLAlchemy URL in
 production (``DBTFLOW_HISTORY_URL``, or the ``url`` argument). Every dbt invocation records what it
-ran, once: the streamed per_model invocation and nodes built alone (``dbtflow.streaming``), single
-and grouped tasks, and dbt Cloud jobs (from their ``run_results.json``).
+ran, once: the streamed per_model invocation and nodes built alone (``dbtflow.streaming``, through
+the ``on_results`` callback the Airflow side and the local runner pass it, ``results_recorder``),
+single and grouped tasks, and dbt Cloud jobs (from their ``run_results.json``). Its engine comes
+from ``dbtflow.state.engine``: a connection per use, as a few writes per task try need.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from dbtflow import settings
 from dbtflow.project.results import NodeResult
 from dbtflow.settings import dbtflow_home
+from dbtflow.state.engine import Pooling, sql_engine
+from dbtflow.state.task_try import TaskTry
 
 HISTORY_URL_ENV = settings.HISTORY_URL
 
@@ -61,21 +64,14 @@ def default_url() -> str:
     return settings.history_url() or f"sqlite:///{dbtflow_home() / 'history.db'}"
 
 
-_ENGINES: dict[str, Engine] = {}
-
-
 class History:
     """The history store at ``url`` (created on first use)."""
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url or default_url()
-        if self.url not in _ENGINES:
-            if self.url.startswith("sqlite:///"):
-                dbtflow_home().mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
-            metadata.create_all(engine)
-            _ENGINES[self.url] = engine
-        self.engine = _ENGINES[self.url]
+        if self.url.startswith("sqlite:///"):
+            dbtflow_home().mkdir(parents=True, exist_ok=True)
+        self.engine = sql_engine(self.url, metadata, Pooling.PER_USE)
 
     def record(
         self, dag_id: str, run_id: str, task_id: str, try_number: int, results: Iterable[NodeResult]
@@ -121,18 +117,22 @@ def _epoch(iso: str | None) -> float | None:
         return None
 
 
-def record_results(
-    dag_id: str, run_id: str, task_id: str, try_number: int, results: Sequence[NodeResult], log: Any
-) -> None:
+def record_results(task: TaskTry, results: Sequence[NodeResult], log: Any) -> None:
     """Keep one invocation's node results in the history; a history that cannot be written is
     logged and never fails the run."""
     try:
-        History().record(dag_id, run_id, task_id, try_number, results)
+        History().record(task.dag_id, task.run_id, task.task_id, task.try_number, results)
     except Exception as exc:  # the history is a by-product: the run's outcome stands
         log.warning("Could not record the run-time history: %s", exc)
+
+
+def results_recorder(task: TaskTry, log: Any) -> Callable[[Sequence[NodeResult]], None]:
+    """``record_results`` for ``task``, as a producer's ``on_results`` callback."""
+    return lambda results: record_results(task, results, log)
 
 
 def record_task_results(context: Any, results: Sequence[NodeResult], log: Any) -> None:
     """``record_results`` for an Airflow task try (from its context)."""
     ti = context["ti"]
-    record_results(ti.dag_id, ti.run_id, ti.task_id, int(ti.try_number), results, log)
+    task = TaskTry(ti.dag_id, ti.run_id, ti.task_id, int(ti.try_number))
+    record_results(task, results, log)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 from collections.abc import Sequence
@@ -19,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbtflow.project.config import DbtProject
-from dbtflow.streaming.producer import RunKey
+from dbtflow.state.task_try import TaskTry
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,7 +54,7 @@ class Engine:
 
     def go(
         self,
-        key: RunKey,
+        key: TaskTry,
         nodes: Sequence[str],
         *,
         selection: Sequence[str] | None = None,
@@ -62,8 +65,8 @@ class Engine:
         The claim is registered here, before the engine may even have finished importing dbt, so
         every task of the run sees a live invocation from its first look.
         """
+        from dbtflow.state.store import StateStore
         from dbtflow.streaming.producer import claim_nodes
-        from dbtflow.streaming.store import StateStore
 
         outcome = claim_nodes(
             StateStore(self.state_url), key, nodes, skip_succeeded=skip_succeeded, pid=self.pid
@@ -111,9 +114,11 @@ class Engine:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         import dbt.cli.main  # noqa: F401  (the slow import, done while Airflow starts)
 
+        from dbtflow.monitoring.forwarding import EventForwarder
+        from dbtflow.monitoring.history import results_recorder
         from dbtflow.project.manifest import load_graph, load_manifest
-        from dbtflow.streaming.producer import BuildOutcome, build
-        from dbtflow.streaming.store import StateStore
+        from dbtflow.state.store import StateStore
+        from dbtflow.streaming.producer import ClaimedInvocation, run_invocation
 
         graph = load_graph(self.project)
         manifest = load_manifest(self.project)
@@ -123,18 +128,23 @@ class Engine:
         if not line:
             return
         message = json.loads(line)
-        outcome = BuildOutcome(
-            key=RunKey(*message["key"]),
+        task = TaskTry(*message["key"])
+        outcome = ClaimedInvocation(
+            task=task,
             invocation_id=message["invocation_id"],
             claimed=message["claimed"],
             held_elsewhere=message["held"],
         )
-        build(
-            self.project,
-            graph,
-            lambda: manifest,
-            store,
-            outcome,
-            selection=message["selection"],
-            threads=self.threads,
-        )
+        # The producer task's sinks, as its operator would wire them: log forwarding and history.
+        with EventForwarder(task) as forwarder:
+            run_invocation(
+                self.project,
+                graph,
+                lambda: manifest,
+                store,
+                outcome,
+                selection=message["selection"],
+                threads=self.threads,
+                on_event=forwarder,
+                on_results=results_recorder(task, _log),
+            )

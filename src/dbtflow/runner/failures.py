@@ -191,7 +191,7 @@ def local_reasons(dag_id: str, run_id: str, rows: Sequence[TaskRow]) -> dict[str
     """Reasons of a run of the embedded Airflow: the state store and the task log files."""
     if not any(r.state == "failed" for r in rows):
         return {}
-    from dbtflow.streaming.store import StateStore
+    from dbtflow.state.store import StateStore
 
     logs = _local_log_paths(dag_id, run_id)
     try:

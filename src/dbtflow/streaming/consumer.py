@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dbtflow.project.results import NodeResult
-from dbtflow.streaming.store import NodeStates, StateStore, StoredResult
+from dbtflow.state.invocations import InvocationState
+from dbtflow.state.results import NodeStates, StoredResult
+from dbtflow.state.store import StateStore
 
 #: Airflow task instance states after which a task does not run again unless it is cleared.
 TERMINAL_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
@@ -138,12 +140,12 @@ def decide_from(
         holder = holders.get(uid)
         if holder is None or holder.id not in watch.seen_alive:
             continue
-        if holder.state == "running" and holder.id not in watch.seen_dead:
+        if holder.state == InvocationState.RUNNING and holder.id not in watch.seen_dead:
             # Seen dead for the first time: believe it on the next reading, which is made after
             # the process was seen gone and so shows its final state if it wrote one.
             watch.seen_dead.add(holder.id)
             return Decision(Action.WAIT)
-        if holder.state in ("running", "died"):
+        if holder.state in (InvocationState.RUNNING, InvocationState.DIED):
             reason = holder.describe_death()
         else:
             detail = f": {holder.error}" if holder.error else ""
@@ -151,7 +153,7 @@ def decide_from(
         return Decision(
             Action.FAIL,
             message=f"{reason}. Retry or clear this task to build {uid} on its own.",
-            dead=holder.id if holder.state == "running" else None,
+            dead=holder.id if holder.state == InvocationState.RUNNING else None,
         )
     task_states = upstream.task_states
     if task_states is None:

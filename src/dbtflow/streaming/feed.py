@@ -4,7 +4,8 @@ A streamed run of a 1000-model project has 1000 node tasks waiting in the trigge
 each polled the state database on its own, the triggerer would run thousands of queries a second
 and fall behind, and tasks would end late. Instead, the waiting tasks of a run subscribe to one
 ``RunFeed``: it reads the states of all their nodes in one query per interval and hands each
-subscriber the snapshot; a subscriber only ever sees snapshots that include its own nodes.
+subscriber the reading (a ``StateReading``); a subscriber only ever sees readings that
+include its own nodes.
 The same reading also takes the Airflow states of the run's tasks, through a function the
 Airflow side passes in (this package imports no Airflow), since streamed tasks apply their
 upstream tasks' trigger rule themselves (see ``dbtflow.streaming.consumer``).
@@ -19,7 +20,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from dbtflow.streaming.store import NodeStates, StateStore
+from dbtflow.state.results import NodeStates
+from dbtflow.state.store import StateStore
 
 #: Reads the Airflow task states of the feed's DAG run (task id -> state); may raise.
 TaskStatesReader = Callable[[], Mapping[str, str | None]]
@@ -28,7 +30,7 @@ TASK_STATES_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class StateReading:
     """The states of the nodes the feed was asked for, as read at one moment."""
 
     version: int
@@ -57,7 +59,7 @@ class RunFeed:
         self.dag_id, self.run_id, self.producer_task_id = dag_id, run_id, producer_task_id
         self.interval = interval
         self.watched: Counter[str] = Counter()
-        self.snapshot = Snapshot(0, frozenset(), NodeStates({}, {}, producer_seen=False))
+        self.reading = StateReading(0, frozenset(), NodeStates({}, {}))
         self.changed = asyncio.Condition()
         self.reader: asyncio.Task[None] | None = None
         self.task_states: dict[str, str | None] | None = None
@@ -71,11 +73,11 @@ class RunFeed:
                     self.store.node_states, self.dag_id, self.run_id, None, self.producer_task_id
                 )
                 task_states = await self._task_states()
-                snapshot = Snapshot(self.snapshot.version + 1, nodes, states, task_states=task_states)
+                reading = StateReading(self.reading.version + 1, nodes, states, task_states=task_states)
             except Exception as exc:  # every subscriber sees the error, as if it had queried itself
-                snapshot = Snapshot(self.snapshot.version + 1, nodes, self.snapshot.states, exc)
+                reading = StateReading(self.reading.version + 1, nodes, self.reading.states, exc)
             async with self.changed:
-                self.snapshot = snapshot
+                self.reading = reading
                 self.changed.notify_all()
             await asyncio.sleep(self.interval)
 
@@ -91,15 +93,13 @@ class RunFeed:
             self.task_states_at = now
         return self.task_states
 
-    async def next(self, nodes: frozenset[str], after: int) -> Snapshot:
-        """The first snapshot newer than version ``after`` that covers ``nodes``."""
+    async def next(self, nodes: frozenset[str], after: int) -> StateReading:
+        """The first reading newer than version ``after`` that covers ``nodes``."""
         async with self.changed:
-            await self.changed.wait_for(
-                lambda: self.snapshot.version > after and nodes <= self.snapshot.nodes
-            )
-            if self.snapshot.error is not None:
-                raise self.snapshot.error
-            return self.snapshot
+            await self.changed.wait_for(lambda: self.reading.version > after and nodes <= self.reading.nodes)
+            if self.reading.error is not None:
+                raise self.reading.error
+            return self.reading
 
 
 _FEEDS: dict[tuple[int, str, str, str, str | None], RunFeed] = {}

@@ -1,9 +1,15 @@
 """Running dbt so that every node's result reaches the shared state as soon as dbt finishes it.
 
-``build_claimed`` claims the nodes no live invocation is building, runs one ``dbt build`` over
-them with dbt's own thread parallelism, and records each node's result and log lines from dbt's
-events, on a writer thread so dbt's threads never wait for the database. A heartbeat thread keeps
-the invocation visibly alive; if the process dies, the heartbeat stops and waiting tasks notice.
+``run_claimed_invocation`` claims the nodes no live invocation is building, runs one dbt
+invocation (``dbt build``) over them with dbt's own thread parallelism, and records each node's
+result and log lines from dbt's events, on a writer thread so dbt's threads never wait for the
+database. A heartbeat thread keeps the invocation visibly alive; if the process dies, the
+heartbeat stops and waiting tasks notice.
+
+What else sees dbt's events and results is the caller's: it passes callbacks (``on_event``, and
+``on_results`` for each batch of results recorded), so this module imports no monitoring. The
+Airflow operators and the local runner pass the log forwarder and the run-time history
+(``dbtflow.monitoring``).
 """
 
 from __future__ import annotations
@@ -17,37 +23,32 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbtflow.monitoring.forwarding import EventForwarder, RunContext
-from dbtflow.monitoring.history import record_results
 from dbtflow.project.config import DbtProject
 from dbtflow.project.events import DbtEvent
 from dbtflow.project.graph import DbtGraph
 from dbtflow.project.invoke import DbtRun, run_dbt
 from dbtflow.project.results import NodeResult
 from dbtflow.project.selection import exact_selection, exact_selectors
-from dbtflow.streaming.store import HEARTBEAT_EVERY_S, StateStore
+from dbtflow.state.invocations import HEARTBEAT_EVERY_S, InvocationState
+from dbtflow.state.store import StateStore
+from dbtflow.state.task_try import TaskTry
 
 #: Node log lines kept per node (the newest ones when a node logs more).
 MAX_NODE_LOG_LINES = 500
 
 _log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RunKey:
-    """The Airflow task try that owns an invocation."""
-
-    dag_id: str
-    run_id: str
-    task_id: str
-    try_number: int
+#: Receives each dbt event (the task log, a deadline watch, the log forwarder).
+EventCallback = Callable[[DbtEvent], None]
+#: Receives the node results recorded in the store, a batch at a time (the run-time history).
+ResultsCallback = Callable[[Sequence[NodeResult]], None]
 
 
 @dataclass
-class BuildOutcome:
-    """A claim on nodes, and what building them gave."""
+class ClaimedInvocation:
+    """A registered dbt invocation with its claim on nodes, and its dbt run once it ran."""
 
-    key: RunKey
+    task: TaskTry
     invocation_id: str
     claimed: list[str]
     #: Nodes another live invocation is building, or that already succeeded (left alone).
@@ -64,12 +65,18 @@ class _Recorder:
     """Collects node log lines and writes results to the store on its own thread."""
 
     def __init__(
-        self, store: StateStore, key: RunKey, invocation_id: str, on_event: Callable[[DbtEvent], None] | None
+        self,
+        store: StateStore,
+        task: TaskTry,
+        invocation_id: str,
+        on_event: EventCallback | None,
+        on_results: ResultsCallback | None,
     ):
         self.store = store
-        self.key = key
+        self.task = task
         self.invocation_id = invocation_id
         self.on_event = on_event
+        self.on_results = on_results
         self.lines: dict[str, list[str]] = {}
         self.lock = threading.Lock()
         self.queue: queue.Queue[tuple[NodeResult, list[str]] | None] = queue.Queue()
@@ -94,8 +101,9 @@ class _Recorder:
         self.queue.put((result, lines))
 
     def _write(self) -> None:
-        """Write each result to the store as it comes, and to the run-time history in batches
-        (so the history keeps what a build finished even if its process is killed later)."""
+        """Write each result to the store as it comes, and pass them on (to the run-time history)
+        in batches (so the history keeps what a build finished even if its process is killed
+        later)."""
         done = False
         while not done:
             batch = [self.queue.get()]
@@ -108,14 +116,15 @@ class _Recorder:
                 if item is None:
                     continue
                 result, lines = item
-                self.store.record_result(self.invocation_id, self.key.dag_id, self.key.run_id, result, lines)
+                self.store.record_result(
+                    self.invocation_id, self.task.dag_id, self.task.run_id, result, lines
+                )
                 self.recorded.append(result)
                 if result.unique_id not in self.in_history:  # dbt reports some skips twice
                     self.in_history.add(result.unique_id)
                     results.append(result)
             if results:
-                key = self.key
-                record_results(key.dag_id, key.run_id, key.task_id, key.try_number, results, _log)
+                _pass_on(self.on_results, results)
 
     def close(self) -> None:
         self.queue.put(None)
@@ -139,8 +148,18 @@ class _Heartbeat:
         self.thread.join()
 
 
+def _pass_on(on_results: ResultsCallback | None, results: Sequence[NodeResult]) -> None:
+    """Give ``on_results`` the results; a callback that fails never stops the recording."""
+    if on_results is None:
+        return
+    try:
+        on_results(results)
+    except Exception as exc:
+        _log.warning("Could not pass on %d node result(s): %s", len(results), exc)
+
+
 def wait_for_other_runs(
-    store: StateStore, key: RunKey, invocation_id: str, log: Any = _log, poll_s: float = 1.0
+    store: StateStore, task: TaskTry, invocation_id: str, log: Any = _log, poll_s: float = 1.0
 ) -> None:
     """Block while a live invocation of another run of the DAG writes its models.
 
@@ -151,7 +170,7 @@ def wait_for_other_runs(
     """
     told: set[str] = set()
     while True:
-        blockers = store.start_writing(key.dag_id, key.run_id, invocation_id)
+        blockers = store.start_writing(task.dag_id, task.run_id, invocation_id)
         if not blockers:
             return
         for other in blockers:
@@ -161,7 +180,7 @@ def wait_for_other_runs(
                     "Run %s of %s is running dbt (task %s, pid %s on %s); waiting for it to finish so "
                     "that two runs never write the same models at once.",
                     other.run_id,
-                    key.dag_id,
+                    task.dag_id,
                     other.task_id,
                     other.pid,
                     other.host,
@@ -170,16 +189,16 @@ def wait_for_other_runs(
 
 
 @contextmanager
-def exclusive_invocation(store: StateStore, key: RunKey, log: Any = _log) -> Iterator[str]:
-    """Register a dbt invocation for ``key`` that claims no node (the single and grouped patterns),
+def exclusive_invocation(store: StateStore, task: TaskTry, log: Any = _log) -> Iterator[str]:
+    """Register a dbt invocation for ``task`` that claims no node (the single and grouped patterns),
     keep it alive while the body runs dbt, and start the body only when no other run of the DAG writes."""
-    invocation_id, _ = store.start_invocation(key.dag_id, key.run_id, key.task_id, key.try_number, [])
+    invocation_id, _ = store.start_invocation(task, [])
     heartbeat = _Heartbeat(store, invocation_id)
-    state = "failed"
+    state = InvocationState.FAILED
     try:
-        wait_for_other_runs(store, key, invocation_id, log)
+        wait_for_other_runs(store, task, invocation_id, log)
         yield invocation_id
-        state = "success"
+        state = InvocationState.SUCCESS
     finally:
         heartbeat.close()
         store.finish_invocation(invocation_id, state)
@@ -187,58 +206,58 @@ def exclusive_invocation(store: StateStore, key: RunKey, log: Any = _log) -> Ite
 
 def claim_nodes(
     store: StateStore,
-    key: RunKey,
+    task: TaskTry,
     nodes: Sequence[str],
     *,
     skip_succeeded: bool = False,
     pid: int | None = None,
-) -> BuildOutcome:
-    """Register an invocation for ``key`` and claim the nodes that nobody else is building.
+) -> ClaimedInvocation:
+    """Register an invocation for ``task`` and claim the nodes that nobody else is building.
 
     ``skip_succeeded`` leaves out nodes that already succeeded in this DAG run (the producer uses
     it; a task building its own node never does). ``pid`` is the process that will run dbt, when
     it is not this one.
     """
-    invocation_id, claimed = store.start_invocation(
-        key.dag_id, key.run_id, key.task_id, key.try_number, nodes, skip_succeeded=skip_succeeded, pid=pid
-    )
+    invocation_id, claimed = store.start_invocation(task, nodes, skip_succeeded=skip_succeeded, pid=pid)
     claimed_set = set(claimed)
     held = [uid for uid in nodes if uid not in claimed_set]
-    outcome = BuildOutcome(key=key, invocation_id=invocation_id, claimed=claimed, held_elsewhere=held)
+    outcome = ClaimedInvocation(task=task, invocation_id=invocation_id, claimed=claimed, held_elsewhere=held)
     if not claimed:
-        store.finish_invocation(invocation_id, "success")
+        store.finish_invocation(invocation_id, InvocationState.SUCCESS)
     return outcome
 
 
-def build(
+def run_invocation(
     project: DbtProject,
     graph: DbtGraph,
     manifest: Callable[[], Any],
     store: StateStore,
-    outcome: BuildOutcome,
+    outcome: ClaimedInvocation,
     *,
     selection: Sequence[str] | None = None,
     threads: int | None = None,
-    on_event: Callable[[DbtEvent], None] | None = None,
-) -> BuildOutcome:
-    """``dbt build`` the claimed nodes, streaming each result into ``store`` as dbt finishes it.
+    on_event: EventCallback | None = None,
+    on_results: ResultsCallback | None = None,
+) -> ClaimedInvocation:
+    """Run the claimed invocation (``dbt build`` over its claimed nodes), streaming each result
+    into ``store`` as dbt finishes it.
 
     ``manifest`` returns dbt's parsed ``Manifest``; it is only called when there is something
     to build (loading it imports dbt). ``selection`` is the dbt flags that select exactly the
     requested nodes (the DAG's own selection); it is used when every node was claimed, otherwise
-    the claimed nodes are selected one by one.
+    the claimed nodes are selected one by one. ``on_event`` gets every dbt event; ``on_results``
+    every result recorded (once per node), in batches, the last one after dbt ended.
     """
     if not outcome.claimed:
         return outcome
-    key, invocation_id = outcome.key, outcome.invocation_id
+    task, invocation_id = outcome.task, outcome.invocation_id
     flags = _build_flags(graph, outcome, selection)
-    forwarder = EventForwarder(RunContext(key.dag_id, key.run_id, key.task_id, key.try_number), on_event)
-    recorder = _Recorder(store, key, invocation_id, forwarder)
+    recorder = _Recorder(store, task, invocation_id, on_event, on_results)
     heartbeat = _Heartbeat(store, invocation_id)
-    state: str = "failed"
+    state = InvocationState.FAILED
     error: str | None = "dbtflow stopped before dbt finished"
     try:
-        wait_for_other_runs(store, key, invocation_id)
+        wait_for_other_runs(store, task, invocation_id)
         outcome.run = run_dbt(
             project,
             ["build", *flags],
@@ -247,12 +266,14 @@ def build(
             on_result=lambda result: None if _is_ephemeral(graph, result) else recorder.result(result),
             threads=threads,
         )
-        state, error = ("success", None) if outcome.run.error is None else ("failed", outcome.run.error)
+        if outcome.run.error is None:
+            state, error = InvocationState.SUCCESS, None
+        else:
+            state, error = InvocationState.FAILED, outcome.run.error
     finally:
         heartbeat.close()
         recorder.close()
-        forwarder.close()
-        _record_missing(store, key, invocation_id, outcome, recorder.recorded, graph)
+        _record_missing(store, task, invocation_id, outcome, recorder.recorded, graph, on_results)
         store.finish_invocation(invocation_id, state, error)
     return outcome
 
@@ -264,7 +285,7 @@ def _is_ephemeral(graph: DbtGraph, result: NodeResult) -> bool:
     return node is not None and node.is_ephemeral
 
 
-def _build_flags(graph: DbtGraph, outcome: BuildOutcome, selection: Sequence[str] | None) -> list[str]:
+def _build_flags(graph: DbtGraph, outcome: ClaimedInvocation, selection: Sequence[str] | None) -> list[str]:
     """Select the claimed nodes: the DAG's own selection minus what is held elsewhere, or the
     claimed nodes one by one, whichever lists fewer nodes (dbt matches each selector against
     every node, so long lists are slow on big projects)."""
@@ -276,33 +297,43 @@ def _build_flags(graph: DbtGraph, outcome: BuildOutcome, selection: Sequence[str
     return [*selection, "--exclude", *held]
 
 
-def build_claimed(
+def run_claimed_invocation(
     project: DbtProject,
     graph: DbtGraph,
     manifest: Callable[[], Any],
     store: StateStore,
-    key: RunKey,
+    task: TaskTry,
     nodes: Sequence[str],
     *,
     selection: Sequence[str] | None = None,
     threads: int | None = None,
-    on_event: Callable[[DbtEvent], None] | None = None,
+    on_event: EventCallback | None = None,
+    on_results: ResultsCallback | None = None,
     skip_succeeded: bool = False,
-) -> BuildOutcome:
-    """``claim_nodes`` then ``build``, in this process."""
-    outcome = claim_nodes(store, key, nodes, skip_succeeded=skip_succeeded)
-    return build(
-        project, graph, manifest, store, outcome, selection=selection, threads=threads, on_event=on_event
+) -> ClaimedInvocation:
+    """``claim_nodes`` then ``run_invocation``, in this process."""
+    outcome = claim_nodes(store, task, nodes, skip_succeeded=skip_succeeded)
+    return run_invocation(
+        project,
+        graph,
+        manifest,
+        store,
+        outcome,
+        selection=selection,
+        threads=threads,
+        on_event=on_event,
+        on_results=on_results,
     )
 
 
 def _record_missing(
     store: StateStore,
-    key: RunKey,
+    task: TaskTry,
     invocation_id: str,
-    outcome: BuildOutcome,
+    outcome: ClaimedInvocation,
     recorded: list[NodeResult],
     graph: DbtGraph,
+    on_results: ResultsCallback | None,
 ) -> None:
     """Record results that dbt reported only at the end (in ``run_results.json``)."""
     if outcome.run is None:
@@ -314,6 +345,6 @@ def _record_missing(
         if result.unique_id not in seen and not _is_ephemeral(graph, result)
     ]
     for result in missing:
-        store.record_result(invocation_id, key.dag_id, key.run_id, result)
+        store.record_result(invocation_id, task.dag_id, task.run_id, result)
     if missing:
-        record_results(key.dag_id, key.run_id, key.task_id, key.try_number, missing, _log)
+        _pass_on(on_results, missing)

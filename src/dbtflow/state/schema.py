@@ -1,6 +1,18 @@
-"""The tables of dbtflow's state database (see ``dbtflow.streaming.store`` for what each holds).
+"""The tables of dbtflow's state database, kept apart from the queries so the schema reads in one place.
 
-Kept apart from the queries so that the schema reads in one place.
+- ``invocations``: one row per dbt invocation, with a heartbeat so that a dead process is noticed;
+  ``writers``: the invocations writing a DAG's models now; an invocation starts writing only
+  when no live invocation of another run of the DAG is (``Invocations.start_writing``).
+- ``claims``: which invocation is building each node, until it records the node's result; a node
+  is never claimed by two live invocations at once, so no node is built twice concurrently.
+- ``results``: each node's result as dbt reports it, with the log lines of that node, and which
+  task try consumed it (a retry never reuses the result its previous try already reported).
+- ``try_artifacts``: the ``run_results.json`` each try of a single or grouped build task left, for
+  its next try's ``dbt retry`` on whichever worker that try lands.
+- ``maintenance`` and ``run_locks``: when the store was last pruned, and a row per DAG run (and
+  per DAG) that serializes claim changes.
+
+The run-time history (``dbtflow.monitoring.history``) is a separate table and is kept.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from dbtflow.streaming.records import TaskTry
-from dbtflow.streaming.schema import try_artifacts
+from dbtflow.state.schema import try_artifacts
+from dbtflow.state.task_try import TaskTry
 
 
 class TryArtifacts:

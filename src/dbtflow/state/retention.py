@@ -9,8 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from dbtflow import settings
-from dbtflow.streaming.records import PRUNE_EVERY_S
-from dbtflow.streaming.schema import (
+from dbtflow.state.schema import (
     claims,
     invocations,
     maintenance,
@@ -19,6 +18,11 @@ from dbtflow.streaming.schema import (
     try_artifacts,
     writers,
 )
+
+RETENTION_ENV = settings.STATE_RETENTION_DAYS
+DEFAULT_RETENTION_DAYS = settings.DEFAULT_STATE_RETENTION_DAYS
+#: How often the store is pruned (by the first invocation to start after this long).
+PRUNE_EVERY_S = 24 * 3600.0
 
 
 class Retention:

@@ -1,0 +1,156 @@
+"""Node results as dbt reported them, with each node's log lines, and which task try reported them.
+
+The invocation that built a node records its result here (releasing its claim); the node's task
+reads it (``node_states``) and marks it consumed by its try, so that a retry never reports again
+the result its previous try already reported.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from dbtflow.project.results import NodeResult
+from dbtflow.state.invocations import InvocationInfo, info_of
+from dbtflow.state.schema import claims, invocations, results
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A node result as recorded, with its log lines."""
+
+    id: int
+    invocation_id: str
+    result: NodeResult
+    log: list[str]
+    consumed_by: int | None
+
+
+@dataclass(frozen=True)
+class NodeStates:
+    """What the store knows about some nodes of one DAG run."""
+
+    #: The newest result of each node (older ones are history).
+    newest: dict[str, StoredResult]
+    #: The invocation that claims each node, if any.
+    holders: dict[str, InvocationInfo]
+    #: Whether an invocation of the producer task is alive now.
+    producer_alive: bool = False
+
+
+def stored_of(row: Any) -> StoredResult:
+    """A ``results`` row as a ``StoredResult``."""
+    return StoredResult(
+        id=row.id,
+        invocation_id=row.invocation_id,
+        result=NodeResult.from_dict(json.loads(row.result)),
+        log=json.loads(row.log),
+        consumed_by=row.consumed_by,
+    )
+
+
+class Results:
+    """``StateStore``'s results."""
+
+    engine: Engine
+
+    def record_result(
+        self, invocation_id: str, dag_id: str, run_id: str, result: NodeResult, log: Sequence[str] = ()
+    ) -> None:
+        """Record a node's result and release the invocation's claim on it (it is done with it)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                claims.delete().where(
+                    claims.c.dag_id == dag_id,
+                    claims.c.run_id == run_id,
+                    claims.c.unique_id == result.unique_id,
+                    claims.c.invocation_id == invocation_id,
+                )
+            )
+            conn.execute(
+                results.insert().values(
+                    dag_id=dag_id,
+                    run_id=run_id,
+                    unique_id=result.unique_id,
+                    invocation_id=invocation_id,
+                    status=result.status,
+                    result=json.dumps(result.to_dict()),
+                    log=json.dumps(list(log)),
+                    recorded_at=time.time(),
+                )
+            )
+
+    def node_states(
+        self,
+        dag_id: str,
+        run_id: str,
+        unique_ids: Sequence[str] | None,
+        producer_task_id: str | None = None,
+    ) -> NodeStates:
+        """The newest result of each node (``None``: every node of the run), the invocation
+        claiming it, and whether the producer is alive."""
+        result_filter = [results.c.dag_id == dag_id, results.c.run_id == run_id]
+        claim_filter = [claims.c.dag_id == dag_id, claims.c.run_id == run_id]
+        if unique_ids is not None:
+            result_filter.append(results.c.unique_id.in_(unique_ids))
+            claim_filter.append(claims.c.unique_id.in_(unique_ids))
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(results).where(*result_filter).order_by(results.c.id)).all()
+            claim_rows = conn.execute(
+                sa.select(claims.c.unique_id, invocations)
+                .select_from(claims.join(invocations, claims.c.invocation_id == invocations.c.id))
+                .where(*claim_filter)
+            ).all()
+            producer_rows = (
+                conn.execute(
+                    sa.select(invocations).where(
+                        invocations.c.dag_id == dag_id,
+                        invocations.c.run_id == run_id,
+                        invocations.c.task_id == producer_task_id,
+                    )
+                ).all()
+                if producer_task_id is not None
+                else []
+            )
+        return NodeStates(
+            newest={row.unique_id: stored_of(row) for row in rows},
+            holders={row.unique_id: info_of(row) for row in claim_rows},
+            producer_alive=any(info_of(row).alive for row in producer_rows),
+        )
+
+    def consume(self, result_ids: Sequence[int], try_number: int) -> bool:
+        """Mark results as reported by this task try; False if another try already reported one."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                results.update()
+                .where(
+                    results.c.id.in_(result_ids),
+                    sa.or_(results.c.consumed_by.is_(None), results.c.consumed_by == try_number),
+                )
+                .values(consumed_by=try_number)
+            ).rowcount
+        return changed == len(result_ids)
+
+    def consume_invocation(self, invocation_id: str, try_number: int) -> None:
+        """Mark every result of an invocation as reported by this task try."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                results.update()
+                .where(results.c.invocation_id == invocation_id)
+                .values(consumed_by=try_number)
+            )
+
+    def results_of_run(self, dag_id: str, run_id: str) -> list[StoredResult]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(results)
+                .where(results.c.dag_id == dag_id, results.c.run_id == run_id)
+                .order_by(results.c.id)
+            ).all()
+        return [stored_of(r) for r in rows]
