@@ -21,7 +21,7 @@ from dbtflow.airflow.publish import publish
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.task_try import task_try
 from dbtflow.monitoring.forwarding import EventForwarder
-from dbtflow.monitoring.history import record_task_results
+from dbtflow.monitoring.history import record_results
 from dbtflow.project.batch import run_batch
 from dbtflow.project.manifest import load_graph
 from dbtflow.project.selection import exact_selection
@@ -107,5 +107,5 @@ class DbtBuildOperator(DbtOperatorBase):
             published,
             self.log,
             ti=ti,
-            history=lambda: record_task_results(context, outcome.run.results, self.log),
+            history=lambda: record_results(this_try, outcome.run.results, self.log),
         )

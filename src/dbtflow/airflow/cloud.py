@@ -22,7 +22,8 @@ from airflow.providers.dbt.cloud.operators.dbt import DbtCloudRunJobOperator
 from airflow.providers.dbt.cloud.triggers.dbt import DbtCloudRunJobTrigger
 
 from dbtflow.airflow.publish import publish
-from dbtflow.monitoring.history import record_task_results
+from dbtflow.airflow.task_try import task_try
+from dbtflow.monitoring.history import record_results
 from dbtflow.project.results import NodeResult, results_from_run_results
 from dbtflow.project.results_table import failure_summary
 from dbtflow.project.task_results import TaskResults
@@ -116,7 +117,7 @@ class DbtCloudJobOperator(DbtCloudRunJobOperator):
             published,
             self.log,
             ti=context["ti"],
-            history=lambda: record_task_results(context, results, self.log),
+            history=lambda: record_results(task_try(context), results, self.log),
             cause=cause,
         )
 

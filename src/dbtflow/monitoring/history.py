@@ -129,10 +129,3 @@ def record_results(task: TaskTry, results: Sequence[NodeResult], log: Any) -> No
 def results_recorder(task: TaskTry, log: Any) -> Callable[[Sequence[NodeResult]], None]:
     """``record_results`` for ``task``, as a producer's ``on_results`` callback."""
     return lambda results: record_results(task, results, log)
-
-
-def record_task_results(context: Any, results: Sequence[NodeResult], log: Any) -> None:
-    """``record_results`` for an Airflow task try (from its context)."""
-    ti = context["ti"]
-    task = TaskTry(ti.dag_id, ti.run_id, ti.task_id, int(ti.try_number))
-    record_results(task, results, log)
