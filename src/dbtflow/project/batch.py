@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbtflow.project import artifacts
 from dbtflow.project.cache import cache_entry
 from dbtflow.project.config import DbtProject
 from dbtflow.project.events import DbtEvent
 from dbtflow.project.invoke import DbtRun, run_dbt, tmp_root
 from dbtflow.project.manifest import load_manifest
 from dbtflow.project.results import NodeResult, results_from_run_results
+from dbtflow.project.run_results_document import merge, retryable, slim
 
 PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
@@ -54,10 +54,10 @@ def run_batch(
 ) -> BatchOutcome:
     """Run ``command`` (``["build", "--select", ...]``), or ``dbt retry`` when ``previous`` has
     failed or skipped nodes."""
-    to_retry = artifacts.retryable(previous) if previous else []
+    to_retry = retryable(previous) if previous else []
     if previous is None or not to_retry:
         run = run_dbt(project, command, manifest=load_manifest(project), on_event=on_event, threads=threads)
-        document = artifacts.slim(run.run_results) if run.run_results else None
+        document = slim(run.run_results) if run.run_results else None
         return BatchOutcome(run=run, mode=command[0], document=document)
     with tempfile.TemporaryDirectory(prefix="dbtflow-retry-", dir=tmp_root()) as work:
         state, target = Path(work) / "state", Path(work) / "target"
@@ -73,7 +73,7 @@ def run_batch(
             threads=threads,
             target_dir=target,
         )
-    document = artifacts.merge(previous, run.run_results) if run.run_results else artifacts.slim(previous)
+    document = merge(previous, run.run_results) if run.run_results else slim(previous)
     return BatchOutcome(run=run, mode="retry", retried=to_retry, document=document)
 
 
