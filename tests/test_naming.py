@@ -47,7 +47,7 @@ def _test(name: str, parents: tuple[str, ...]) -> Node:
 
 
 def _graph(*nodes: Node) -> DbtGraph:
-    return DbtGraph.build("shop", "1.11.0", nodes, (), ())
+    return DbtGraph.from_nodes("shop", "1.11.0", nodes, (), ())
 
 
 def _ids(graph: DbtGraph) -> dict[str, str]:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from dbtflow import DbtflowError, DbtProject, Node
-from dbtflow.plan.build import make_plan
 from dbtflow.plan.grouped import plan_grouped
 from dbtflow.plan.model import TaskKind
+from dbtflow.plan.planner import make_plan
 from dbtflow.project.manifest import load_graph
 
 from conftest import (
@@ -181,7 +181,7 @@ def test_grouped_plan_matches_dbt_edges(bikeshare_dir: Path, warehouse: Path) ->
     assert len(every) == len(set(every)) and set(every) == runnable
     relationships = next(u for u in every if ".relationships_" in u)
     assert group_of[relationships] == "marts"
-    assert all(spec.kind is TaskKind.BUILD for spec in plan.tasks)
+    assert all(spec.kind is TaskKind.INVOCATION for spec in plan.tasks)
 
 
 def test_tag_and_function_groupings(bikeshare_dir: Path, warehouse: Path) -> None:

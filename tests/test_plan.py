@@ -80,7 +80,7 @@ def test_streamed_plan_has_a_producer_for_every_node() -> None:
     graph = _graph("bikeshare")
     plan = plan_per_model(graph, _everything(graph), streamed=True)
     producer = plan.task(PRODUCER_TASK_ID)
-    assert producer.kind is TaskKind.BUILD and not producer.upstream
+    assert producer.kind is TaskKind.INVOCATION and not producer.upstream
     others = {u for t in plan.tasks if t.task_id != PRODUCER_TASK_ID for u in t.nodes}
     assert set(producer.nodes) == others
 

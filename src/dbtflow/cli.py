@@ -19,6 +19,8 @@ from typing import Any
 
 from dbtflow import settings
 from dbtflow.errors import DbtflowError
+from dbtflow.plan.model import TestMode
+from dbtflow.plan.options import Execution, GroupBy, Pattern, PlanOptions
 
 EXIT_FAILED_RUN = 1
 EXIT_BAD_INPUT = 2
@@ -42,24 +44,40 @@ def _add_project_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selector", help="a selector from selectors.yml")
     parser.add_argument(
         "--pattern",
-        default="per_model",
-        choices=["per_model", "single", "grouped"],
+        default=Pattern.PER_MODEL.value,
+        choices=[p.value for p in Pattern.planned()],
         help="task granularity: one task per model, one task, or one task per group",
     )
     parser.add_argument(
-        "--group-by", default="folder", choices=["folder", "tag"], help="groups of the grouped pattern"
+        "--group-by",
+        default=GroupBy.FOLDER.value,
+        choices=[g.value for g in GroupBy],
+        help="groups of the grouped pattern",
     )
     parser.add_argument(
         "--tests",
-        default="with_model",
-        choices=["with_model", "after_model", "at_end", "none"],
+        default=TestMode.WITH_MODEL.value,
+        choices=[m.value for m in TestMode],
         help="where a model's tests run",
     )
     parser.add_argument(
         "--execution",
-        default="streamed",
-        choices=["streamed", "per_task"],
+        default=Execution.STREAMED.value,
+        choices=[e.value for e in Execution],
         help="one dbt invocation feeding every task (streamed) or one per task",
+    )
+
+
+def _plan_options(args: argparse.Namespace) -> PlanOptions:
+    """The plan's choices of ``run`` and ``render``."""
+    return PlanOptions.of(
+        pattern=args.pattern,
+        select=args.select,
+        exclude=args.exclude,
+        selector=args.selector,
+        tests=args.tests,
+        execution=args.execution,
+        group_by=args.group_by,
     )
 
 
@@ -187,13 +205,7 @@ def _request(args: argparse.Namespace) -> Any:
         profile_name=args.profile_name,
         vars=args.vars,
         manifest_path=args.manifest,
-        select=args.select,
-        exclude=args.exclude,
-        selector=args.selector,
-        pattern=args.pattern,
-        group_by=args.group_by,
-        tests=args.tests,
-        execution=args.execution,
+        plan=_plan_options(args),
         threads=args.threads,
         dag_id=args.dag_id,
         concurrency=args.concurrency,
@@ -239,7 +251,7 @@ def _finish(outcome: Any, summary_json: Path | None) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from dbtflow.plan.build import make_plan
+    from dbtflow.plan.planner import make_plan
     from dbtflow.project.config import DbtProject
 
     project = DbtProject(
@@ -251,16 +263,7 @@ def _render(args: argparse.Namespace) -> int:
         manifest_path=args.manifest,
         profile_name=args.profile_name,
     )
-    plan = make_plan(
-        project,
-        pattern=args.pattern,
-        select=args.select,
-        exclude=args.exclude,
-        selector=args.selector,
-        tests=args.tests,
-        execution=args.execution,
-        group_by=args.group_by,
-    )
+    plan = make_plan(project, _plan_options(args))
     if args.format == "json":
         print(json.dumps({"tasks": [t.to_dict() for t in plan.tasks]}, indent=2))
     else:

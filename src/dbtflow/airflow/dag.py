@@ -12,15 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, BaseOperator, TaskGroup
 
-from dbtflow.airflow.build_operator import DbtBuildOperator
+from dbtflow.airflow.batch_operator import DbtBatchOperator
 from dbtflow.airflow.operators import DbtNodeOperator, DbtProducerOperator
 from dbtflow.errors import DbtflowError
 from dbtflow.monitoring.deadlines import ModelDeadlines
-from dbtflow.plan.build import as_tokens, make_plan
-from dbtflow.plan.grouped import GroupBy
 from dbtflow.plan.model import TaskKind, TaskPlan
+from dbtflow.plan.options import Grouper, Pattern, PlanOptions
+from dbtflow.plan.planner import make_plan
 from dbtflow.project.config import DbtProject
-from dbtflow.project.invoke import selection_args
 
 if TYPE_CHECKING:
     from dbtflow.airflow.cloud import DbtCloudJob
@@ -71,8 +70,8 @@ def add_plan_tasks(
                 **common,
             )
             continue
-        if spec.kind is TaskKind.BUILD:
-            operators[spec.task_id] = DbtBuildOperator(
+        if spec.kind is TaskKind.INVOCATION:
+            operators[spec.task_id] = DbtBatchOperator(
                 task_id=spec.task_id,
                 unique_ids=spec.nodes,
                 selection=spec.selection,
@@ -117,7 +116,7 @@ def dbt_task_group(
     selector: str | None = None,
     tests: str = "with_model",
     execution: str = "streamed",
-    group_by: str | GroupBy = "folder",
+    group_by: str | Grouper = "folder",
     command: Sequence[str] = ("build",),
     threads: int | None = None,
     state_url: str | None = None,
@@ -141,6 +140,7 @@ def dbt_task_group(
     on its own worker).
     ``group_by`` (grouped): ``folder`` (the top folder under ``models/``), ``tag`` (a node's first
     tag) or a function from a ``dbtflow.Node`` to a group name.
+    (These seven are checked together as a ``dbtflow.plan.options.PlanOptions``.)
     ``command`` (single and grouped): the dbt command each task runs, ``("build",)`` by default.
     ``model_deadlines``: a ``dbtflow.monitoring.deadlines.ModelDeadlines``; its notifiers are told
     while a model runs past its expected duration (in any task that runs dbt).
@@ -149,9 +149,50 @@ def dbt_task_group(
     (shared by the workers through ``DBTFLOW_STATE_URL``), or this Airflow object storage URL
     (or ``$DBTFLOW_ARTIFACTS_URL``).
     """
+    options = PlanOptions.of(
+        pattern=pattern,
+        select=select,
+        exclude=exclude,
+        selector=selector,
+        tests=tests,
+        execution=execution,
+        group_by=group_by,
+    )
+    return add_dbt_tasks(
+        project,
+        options,
+        group_id=group_id,
+        command=command,
+        threads=threads,
+        state_url=state_url,
+        artifacts_url=artifacts_url,
+        artifacts_conn_id=artifacts_conn_id,
+        cloud_job=cloud_job,
+        model_deadlines=model_deadlines,
+        operator_kwargs=operator_kwargs,
+    )
+
+
+def add_dbt_tasks(
+    project: DbtProject | None,
+    options: PlanOptions,
+    *,
+    group_id: str | None = "dbt",
+    plan: TaskPlan | None = None,
+    command: Sequence[str] = ("build",),
+    threads: int | None = None,
+    state_url: str | None = None,
+    artifacts_url: str | None = None,
+    artifacts_conn_id: str | None = None,
+    cloud_job: DbtCloudJob | None = None,
+    model_deadlines: ModelDeadlines | None = None,
+    operator_kwargs: dict[str, Any] | None = None,
+) -> TaskGroup | None:
+    """``dbt_task_group`` with its plan choices checked already (and, from ``elt``, the plan
+    made already: ``plan`` is ``make_plan(project, options)``)."""
 
     def add_tasks() -> None:
-        if pattern == "cloud":
+        if options.pattern is Pattern.CLOUD:
             from dbtflow.airflow.cloud import add_cloud_task
 
             if cloud_job is None:
@@ -159,23 +200,16 @@ def dbt_task_group(
                     "The cloud pattern needs the dbt Cloud job to run.",
                     "pass cloud_job=DbtCloudJob(job_id=..., conn_id=...).",
                 )
-            selection = selection_args(as_tokens(select), as_tokens(exclude), selector)
-            add_cloud_task(cloud_job, command=command, selection=selection, **dict(operator_kwargs or {}))
+            add_cloud_task(
+                cloud_job, command=command, selection=options.selection, **dict(operator_kwargs or {})
+            )
             return
         if project is None:
-            raise DbtflowError(f"The {pattern} pattern needs a dbt project.", "pass DbtProject(path).")
-        plan = make_plan(
-            project,
-            pattern=pattern,
-            select=select,
-            exclude=exclude,
-            selector=selector,
-            tests=tests,
-            execution=execution,
-            group_by=group_by,
-        )
+            raise DbtflowError(
+                f"The {options.pattern} pattern needs a dbt project.", "pass DbtProject(path)."
+            )
         add_plan_tasks(
-            plan,
+            plan or make_plan(project, options),
             project,
             threads=threads,
             state_url=state_url,
@@ -192,7 +226,7 @@ def dbt_task_group(
         add_tasks()
         return None
     name = project.name if project is not None else f"dbt Cloud job {cloud_job.job_id if cloud_job else ''}"
-    with TaskGroup(group_id=group_id, tooltip=f"{name} ({pattern})") as group:
+    with TaskGroup(group_id=group_id, tooltip=f"{name} ({options.pattern})") as group:
         add_tasks()
     return group
 
@@ -229,7 +263,7 @@ def dbt_dag(
     selector: str | None = None,
     tests: str = "with_model",
     execution: str = "streamed",
-    group_by: str | GroupBy = "folder",
+    group_by: str | Grouper = "folder",
     command: Sequence[str] = ("build",),
     threads: int | None = None,
     state_url: str | None = None,
@@ -245,22 +279,25 @@ def dbt_dag(
 
     Other keyword arguments go to Airflow's ``DAG`` (``catchup``, ``tags``, ``max_active_tasks``...).
     """
-    dag_kwargs.setdefault("doc_md", _doc(dag_id, project, pattern, select, exclude, selector))
+    options = PlanOptions.of(
+        pattern=pattern,
+        select=select,
+        exclude=exclude,
+        selector=selector,
+        tests=tests,
+        execution=execution,
+        group_by=group_by,
+    )
+    dag_kwargs.setdefault("doc_md", _doc(dag_id, project, options))
     dag = new_dag(
-        dag_id, schedule=schedule, start_date=start_date, default_args=default_args, tags=["dbt", pattern],
-        **dag_kwargs,
+        dag_id, schedule=schedule, start_date=start_date, default_args=default_args,
+        tags=["dbt", options.pattern.value], **dag_kwargs,
     )  # fmt: skip
     with dag:
-        dbt_task_group(
+        add_dbt_tasks(
             project,
+            options,
             group_id=None,
-            pattern=pattern,
-            select=select,
-            exclude=exclude,
-            selector=selector,
-            tests=tests,
-            execution=execution,
-            group_by=group_by,
             command=command,
             threads=threads,
             state_url=state_url,
@@ -273,24 +310,17 @@ def dbt_dag(
     return dag
 
 
-def _doc(
-    dag_id: str,
-    project: DbtProject | None,
-    pattern: str,
-    select: str | Sequence[str] | None,
-    exclude: str | Sequence[str] | None,
-    selector: str | None,
-) -> str:
+def _doc(dag_id: str, project: DbtProject | None, options: PlanOptions) -> str:
     what = f"dbt project **{project.name}** at `{project.path}`" if project is not None else "A dbt Cloud job"
-    lines = [f"{what}, pattern `{pattern}`."]
+    lines = [f"{what}, pattern `{options.pattern}`."]
     lines.append(
         "Run times, growth trends and the last run's critical path: "
         f"[dbt run-time report](/dbtflow/reports/{dag_id}/index.html) "
         f"(`dbtflow report --dag {dag_id}` refreshes it)."
     )
-    if select or exclude or selector:
+    if options.select or options.exclude or options.selector:
         lines.append(
-            f"Selection: select `{' '.join(as_tokens(select))}` exclude `{' '.join(as_tokens(exclude))}`"
-            f" selector `{selector or ''}`."
+            f"Selection: select `{' '.join(options.select)}` exclude `{' '.join(options.exclude)}`"
+            f" selector `{options.selector or ''}`."
         )
     return "\n\n".join(lines)

@@ -9,20 +9,22 @@ notification runs once everything is done and names what failed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from airflow.sdk import DAG, BaseNotifier, BaseOperator, TaskGroup
 from airflow.sdk.definitions._internal.contextmanager import DagContext
 
-from dbtflow.airflow.build_operator import DbtBuildOperator
-from dbtflow.airflow.dag import dbt_task_group, new_dag
-from dbtflow.airflow.freshness import DbtSourceFreshnessSensor
+from dbtflow.airflow.batch_operator import DbtBatchOperator
+from dbtflow.airflow.dag import add_dbt_tasks, new_dag
+from dbtflow.airflow.freshness import DbtSourceFreshnessOperator
 from dbtflow.airflow.notify import DbtflowNotifyOperator
 from dbtflow.errors import DbtflowError
-from dbtflow.plan.build import as_tokens, make_plan
+from dbtflow.plan.model import TaskPlan
 from dbtflow.plan.naming import safe_id
+from dbtflow.plan.options import PLAN_CHOICES, Execution, Pattern, PlanOptions, as_tokens
+from dbtflow.plan.planner import make_plan
 from dbtflow.project.config import DbtProject
 from dbtflow.project.freshness import gated_sources
 from dbtflow.project.invoke import selection_args
@@ -48,12 +50,23 @@ class FreshnessGate:
     per_source: bool = False
 
 
-def _gate_sources(project: DbtProject, gate: FreshnessGate, dbt_kwargs: dict[str, Any]) -> list[str]:
+class _PlanOnce:
+    """The dbt section's plan, made on first use and shared by the gates and the dbt tasks."""
+
+    def __init__(self, project: DbtProject, options: PlanOptions) -> None:
+        self.project, self.options = project, options
+        self._plan: TaskPlan | None = None
+
+    def __call__(self) -> TaskPlan:
+        if self._plan is None:
+            self._plan = make_plan(self.project, self.options)
+        return self._plan
+
+
+def _gate_sources(project: DbtProject, gate: FreshnessGate, plan: _PlanOnce) -> list[str]:
     graph = load_graph(project)
     if gate.sources is None:
-        keys = ("pattern", "select", "exclude", "selector")
-        plan = make_plan(project, **{k: dbt_kwargs[k] for k in keys if k in dbt_kwargs})
-        return gated_sources(graph, sorted(plan.selected))
+        return gated_sources(graph, sorted(plan().selected))
     by_name = {f"{s.source_name}.{s.name}": uid for uid, s in graph.sources.items()}
     chosen = []
     for name in gate.sources:
@@ -89,7 +102,8 @@ def elt_task_group(
     run after dbt; ``dbt_tests``: a dbt selection whose tests run as a check (for example the
     tests left out of the models' tasks with ``tests="none"``).
     ``notify_success`` / ``notify_failure``: Airflow notifiers for consumers and owners.
-    Other keyword arguments go to ``dbt_task_group`` (``pattern``, ``select``, ``tests``...).
+    Other keyword arguments go to ``dbt_task_group`` (``pattern``, ``select``, ``tests``...); the
+    dbt section's plan is made once, for the gates and the dbt tasks.
     """
     dag = DagContext.get_current()
     if dag is None:
@@ -125,13 +139,16 @@ def _add_sections(
     last: list[Task] = loaded
 
     gate = FreshnessGate() if freshness is True else freshness or None
-    per_source = bool(gate and gate.per_source and dbt_kwargs.get("pattern", "per_model") == "per_model")
+    options = PlanOptions.of(**{k: v for k, v in dbt_kwargs.items() if k in PLAN_CHOICES})
+    dbt_kwargs = {k: v for k, v in dbt_kwargs.items() if k not in PLAN_CHOICES}
+    per_source = bool(gate and gate.per_source and options.pattern is Pattern.PER_MODEL)
     if per_source:
-        dbt_kwargs = {**dbt_kwargs, "execution": "per_task"}
-    if gate is not None and project is not None and not per_source:
-        sources = _gate_sources(project, gate, dbt_kwargs)
+        options = replace(options, execution=Execution.PER_TASK)
+    plan = _PlanOnce(project, options) if project is not None else None
+    if gate is not None and plan is not None and project is not None and not per_source:
+        sources = _gate_sources(project, gate, plan)
         if sources:
-            sensor = DbtSourceFreshnessSensor(
+            sensor = DbtSourceFreshnessOperator(
                 task_id="source_freshness",
                 project=project,
                 sources=sources,
@@ -143,18 +160,19 @@ def _add_sections(
             _chain(last, [sensor])
             sections["freshness"] = last = [sensor]
 
-    group = dbt_task_group(project, group_id="dbt", **dbt_kwargs)
+    planned = plan() if plan is not None and options.pattern is not Pattern.CLOUD else None
+    group = add_dbt_tasks(project, options, group_id="dbt", plan=planned, **dbt_kwargs)
     if group is not None:
         _chain(last, [group])
-        if per_source and gate is not None and project is not None:
-            sections["freshness"] = _gate_each_source(dag, project, gate, group, last, dbt_kwargs)
+        if per_source and gate is not None and plan is not None and project is not None:
+            sections["freshness"] = _gate_each_source(dag, project, gate, group, last, plan)
         sections["dbt"] = last = [group]
 
     quality: list[Task] = list(checks)
     if dbt_tests is not None and project is not None:
         quality.insert(
             0,
-            DbtBuildOperator(
+            DbtBatchOperator(
                 task_id="dbt_tests",
                 project=project,
                 unique_ids=[],
@@ -195,15 +213,13 @@ def _gate_each_source(
     gate: FreshnessGate,
     group: TaskGroup,
     loaders: Sequence[Task],
-    dbt_kwargs: dict[str, Any],
+    plan: _PlanOnce,
 ) -> list[Task]:
     """One soft-failing gate per source, upstream of the model tasks that read it."""
     graph = load_graph(project)
-    keys = ("pattern", "select", "exclude", "selector", "tests", "execution")
-    plan = make_plan(project, **{k: dbt_kwargs[k] for k in keys if k in dbt_kwargs})
-    wanted = set(_gate_sources(project, gate, dbt_kwargs))
-    sensors: dict[str, DbtSourceFreshnessSensor] = {}
-    for spec in plan.tasks:
+    wanted = set(_gate_sources(project, gate, plan))
+    sensors: dict[str, DbtSourceFreshnessOperator] = {}
+    for spec in plan().tasks:
         if spec.main_node is None:
             continue
         task = dag.task_dict[f"{group.group_id}.{spec.task_id}"]
@@ -212,7 +228,7 @@ def _gate_each_source(
                 continue
             if uid not in sensors:
                 source = graph.sources[uid]
-                sensors[uid] = DbtSourceFreshnessSensor(
+                sensors[uid] = DbtSourceFreshnessOperator(
                     task_id=safe_id(f"fresh__{source.source_name}__{source.name}"),
                     project=project,
                     sources=[uid],

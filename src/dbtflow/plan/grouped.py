@@ -14,16 +14,15 @@ model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from graphlib import CycleError, TopologicalSorter
 from itertools import pairwise
 
 from dbtflow.errors import DbtflowError
 from dbtflow.plan.model import TaskKind, TaskPlan, TaskSpec, topological
 from dbtflow.plan.naming import safe_id, unique_task_id
+from dbtflow.plan.options import GroupBy, Grouper
 from dbtflow.project.graph import DbtGraph, Node
 
-GroupBy = Callable[[Node], str]
 UNTAGGED = "untagged"
 
 
@@ -39,22 +38,16 @@ def by_tag(node: Node) -> str:
     return node.tags[0] if node.tags else UNTAGGED
 
 
-GROUPERS: dict[str, GroupBy] = {"folder": by_folder, "tag": by_tag}
+GROUPERS: dict[GroupBy, Grouper] = {GroupBy.FOLDER: by_folder, GroupBy.TAG: by_tag}
 
 
-def grouper(group_by: str | GroupBy) -> GroupBy:
-    """The grouping function for ``group_by`` (``folder``, ``tag`` or a function)."""
-    if callable(group_by):
-        return group_by
-    if group_by not in GROUPERS:
-        raise DbtflowError(
-            f"Unknown group_by '{group_by}'.",
-            f"use one of: {', '.join(GROUPERS)}, or a function that maps a dbtflow Node to a group name.",
-        )
-    return GROUPERS[group_by]
+def grouper(group_by: GroupBy | Grouper) -> Grouper:
+    """The grouping function for ``group_by`` (``folder``, ``tag`` or a function; checked by
+    ``PlanOptions``)."""
+    return group_by if callable(group_by) else GROUPERS[group_by]
 
 
-def _group_names(graph: DbtGraph, nodes: list[Node], group_of: GroupBy) -> dict[str, str]:
+def _group_names(graph: DbtGraph, nodes: list[Node], group_of: Grouper) -> dict[str, str]:
     names: dict[str, str] = {}
     for node in nodes:
         name = group_of(node)
@@ -83,7 +76,9 @@ def _cycle_error(cycle: list[str], witness: dict[tuple[str, str], tuple[str, str
     )
 
 
-def plan_grouped(graph: DbtGraph, selected: frozenset[str], group_by: str | GroupBy = "folder") -> TaskPlan:
+def plan_grouped(
+    graph: DbtGraph, selected: frozenset[str], group_by: GroupBy | Grouper = GroupBy.FOLDER
+) -> TaskPlan:
     """Plan one task per group of the selected buildable nodes; see the module docstring."""
     group_of = grouper(group_by)
     buildable = [n for n in graph.buildable() if n.unique_id in selected]
@@ -134,7 +129,7 @@ def plan_grouped(graph: DbtGraph, selected: frozenset[str], group_by: str | Grou
     specs = [
         TaskSpec(
             task_id=task_id[name],
-            kind=TaskKind.BUILD,
+            kind=TaskKind.INVOCATION,
             nodes=tuple(members[name]),
             upstream=tuple(sorted(task_id[p] for p in parents_of[name])),
             group=name,

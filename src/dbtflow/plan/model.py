@@ -13,13 +13,16 @@ from typing import Any
 
 
 class TaskKind(StrEnum):
+    """What a task of a plan runs."""
+
     #: Builds one model, seed or snapshot (and, by default, its single-parent tests).
     NODE = "node"
     #: Runs tests only: a model's tests, a multi-parent test, or all tests at the end.
     TEST = "test"
     #: Runs one dbt invocation over many nodes: the whole selection (single), a group (grouped),
-    #: or the streamed producer that the node tasks of per_model reflect.
-    BUILD = "build"
+    #: or the streamed producer that the node tasks of per_model reflect. (The value is in no
+    #: task id and is stored nowhere: plans are made again from the project.)
+    INVOCATION = "invocation"
 
 
 class TestMode(StrEnum):
@@ -50,7 +53,7 @@ class TaskSpec:
     resource_type: str | None = None
     #: The group a task builds in the grouped pattern.
     group: str | None = None
-    #: For BUILD tasks of the single pattern: the dbt selection flags that the task runs (the
+    #: For INVOCATION tasks of the single pattern: the dbt selection flags that the task runs (the
     #: DAG's own selection). ``None`` selects exactly ``nodes``.
     selection: tuple[str, ...] | None = None
 

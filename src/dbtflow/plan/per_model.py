@@ -127,5 +127,5 @@ def plan_per_model(
             if not (spec.kind is TaskKind.TEST and tests is TestMode.AT_END)
             for uid in spec.nodes
         )
-        specs.append(TaskSpec(task_id=PRODUCER_TASK_ID, kind=TaskKind.BUILD, nodes=streamed_nodes))
+        specs.append(TaskSpec(task_id=PRODUCER_TASK_ID, kind=TaskKind.INVOCATION, nodes=streamed_nodes))
     return TaskPlan(pattern="per_model", tasks=topological(specs), selected=selected, producer=producer)

@@ -14,5 +14,5 @@ def plan_single(graph: DbtGraph, selected: frozenset[str], selection: Sequence[s
     """One task that runs the DAG's own selection (``selection`` holds its dbt flags); its nodes
     are those dbt reports a result for (not ephemeral models)."""
     nodes = tuple(sorted(uid for uid in selected if not graph.nodes[uid].is_ephemeral))
-    task = TaskSpec(task_id=SINGLE_TASK_ID, kind=TaskKind.BUILD, nodes=nodes, selection=tuple(selection))
+    task = TaskSpec(task_id=SINGLE_TASK_ID, kind=TaskKind.INVOCATION, nodes=nodes, selection=tuple(selection))
     return TaskPlan(pattern="single", tasks=(task,), selected=selected)

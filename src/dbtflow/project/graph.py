@@ -112,7 +112,7 @@ class DbtGraph:
     _children: Mapping[str, tuple[str, ...]] = field(repr=False, compare=False)
 
     @classmethod
-    def build(
+    def from_nodes(
         cls,
         project_name: str,
         dbt_version: str,
@@ -120,6 +120,7 @@ class DbtGraph:
         sources: Iterable[Source],
         exposures: Iterable[Exposure],
     ) -> DbtGraph:
+        """The graph of these nodes, sources and exposures, with each node's children indexed."""
         node_map = {n.unique_id: n for n in nodes}
         children: dict[str, list[str]] = {}
         for node in node_map.values():
@@ -315,7 +316,7 @@ def graph_from_manifest(manifest: Mapping[str, Any], origin: str = "manifest.jso
         if not project_name:
             roots = [n.package_name for n in nodes]
             project_name = max(set(roots), key=roots.count) if roots else ""
-        return DbtGraph.build(
+        return DbtGraph.from_nodes(
             project_name=project_name,
             dbt_version=str(metadata.get("dbt_version", "")),
             nodes=nodes,

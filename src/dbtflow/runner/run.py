@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from dbtflow.errors import DbtflowError
-from dbtflow.plan.build import make_plan
-from dbtflow.plan.model import TaskPlan
+from dbtflow.plan.model import TaskPlan, TestMode
+from dbtflow.plan.options import PLAN_CHOICES, Pattern, PlanOptions
+from dbtflow.plan.planner import make_plan
 from dbtflow.project.config import DbtProject
 from dbtflow.project.invoke import warm_up
 from dbtflow.project.manifest import load_manifest
@@ -26,7 +27,7 @@ from dbtflow.runner.engine import Engine
 from dbtflow.runner.failures import local_reasons, with_errors
 from dbtflow.runner.home import embedded_airflow
 from dbtflow.runner.loop import LocalDagRun, RunOutcome, clear_failed, create_run, sync_dag
-from dbtflow.streaming.producer import RunKey
+from dbtflow.state.task_try import TaskTry
 
 
 @dataclass
@@ -42,13 +43,8 @@ class RunRequest:
     profile_name: str | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     manifest_path: Path | None = None
-    select: list[str] = field(default_factory=list)
-    exclude: list[str] = field(default_factory=list)
-    selector: str | None = None
-    pattern: str = "per_model"
-    group_by: str = "folder"
-    tests: str = "with_model"
-    execution: str = "streamed"
+    #: The plan's choices (stored flat in the request's JSON, as ``dbt_dag``'s arguments).
+    plan: PlanOptions = field(default_factory=PlanOptions)
     threads: int | None = None
     dag_id: str | None = None
     concurrency: int | None = None
@@ -70,17 +66,20 @@ class RunRequest:
         )
 
     def dag_args(self) -> dict[str, Any]:
-        args: dict[str, Any] = {"pattern": self.pattern}
-        if self.pattern == "grouped":
-            args["group_by"] = self.group_by
-        for name in ("select", "exclude", "selector", "threads"):
-            value = getattr(self, name)
-            if value:
-                args[name] = value
-        if self.tests != "with_model":
-            args["tests"] = self.tests
-        if self.execution != "streamed":
-            args["execution"] = self.execution
+        """``dbt_dag``'s arguments for the DAG file: plain values, defaults left out."""
+        choices = self.plan.choices()
+        args: dict[str, Any] = {"pattern": choices["pattern"]}
+        if self.plan.pattern is Pattern.GROUPED:
+            args["group_by"] = choices["group_by"]
+        for name in ("select", "exclude", "selector"):
+            if choices[name]:
+                args[name] = choices[name]
+        if self.threads:
+            args["threads"] = self.threads
+        if self.plan.tests is not TestMode.WITH_MODEL:
+            args["tests"] = choices["tests"]
+        if not self.plan.streamed:
+            args["execution"] = choices["execution"]
         args["max_active_tasks"] = self.workers()
         if self.retries:
             args["default_args"] = {
@@ -93,19 +92,27 @@ class RunRequest:
         return self.concurrency or max(2, os.cpu_count() or 2)
 
     def to_json(self) -> str:
-        """The request as JSON (paths as text; it holds no secret: a profile is a connection id)."""
-        document = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+        """The request as JSON (paths as text; it holds no secret: a profile is a connection id).
+        The plan's choices are top-level keys, as before they were grouped."""
+        document: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, PlanOptions):
+                document.update(value.choices())
+            else:
+                document[f.name] = str(value) if isinstance(value, Path) else value
         return json.dumps(document, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> RunRequest:
         document = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in document.items() if k in known}
+        known = {f.name for f in fields(cls)} - {"plan"}
+        values: dict[str, Any] = {k: v for k, v in document.items() if k in known}
         for name in ("project_dir", "profiles_dir", "manifest_path"):
             if values.get(name) is not None:
                 values[name] = Path(values[name])
-        return cls(**values)
+        choices = {k: v for k, v in document.items() if k in PLAN_CHOICES}
+        return cls(plan=PlanOptions.of(**choices), **values)
 
 
 @dataclass
@@ -124,16 +131,7 @@ def _prepare(request: RunRequest) -> _Prepared:
     airflow_home = embedded_airflow()
     airflow_home.activate()
     project = request.project()
-    plan = make_plan(
-        project,
-        pattern=request.pattern,
-        select=request.select,
-        exclude=request.exclude,
-        selector=request.selector,
-        tests=request.tests,
-        execution=request.execution,
-        group_by=request.group_by,
-    )
+    plan = make_plan(project, request.plan)
     if not plan.tasks:
         raise DbtflowError(
             f"The selection matches no model, seed, snapshot or test of {project.name}.",
@@ -141,7 +139,7 @@ def _prepare(request: RunRequest) -> _Prepared:
         )
     with requests_lock():
         spec = DagFileSpec(
-            dag_id=choose_dag_id(project.path, project.name, request.pattern, request.dag_id),
+            dag_id=choose_dag_id(project.path, project.name, request.plan.pattern.value, request.dag_id),
             project_path=project.path,
             profiles_dir=project.profiles_dir,
             target=project.target,
@@ -185,7 +183,10 @@ def _drive(
         # Tasks that run dbt are forked from this process: import and warm up dbt once, here.
         warm_up(prepared.project, load_manifest(prepared.project))
 
-    mode = f"{request.pattern}, {request.execution}" if request.pattern == "per_model" else request.pattern
+    options = request.plan
+    mode = options.pattern.value
+    if options.pattern is Pattern.PER_MODEL:
+        mode += f", {options.execution}"
     title = f"{dag.dag_id} ({mode})"
     live = {"auto": None, "live": True, "plain": False, "none": False}[request.progress]
     with RunDisplay(title, len(dag.tasks), live=live, quiet=request.progress == "none") as display:
@@ -215,7 +216,7 @@ def run_project(request: RunRequest) -> RunOutcome:
         plan = prepared.plan
         if prepared.engine is not None and plan.producer is not None:
             prepared.engine.go(
-                RunKey(dag.dag_id, dag_run.run_id, plan.producer, try_number=1),
+                TaskTry(dag.dag_id, dag_run.run_id, plan.producer, try_number=1),
                 plan.task(plan.producer).nodes,
                 selection=plan.producer_selection,
                 skip_succeeded=True,
@@ -275,7 +276,7 @@ def retry_project(request: RunRequest, run_id: str | None = None) -> RunOutcome:
                 and produced.issuperset(spec.nodes)
                 for uid in spec.nodes
             ]
-            prepared.engine.go(RunKey(dag.dag_id, dag_run.run_id, "dbtflow_retry", try_number=1), nodes)
+            prepared.engine.go(TaskTry(dag.dag_id, dag_run.run_id, "dbtflow_retry", try_number=1), nodes)
         return _drive(request, prepared, dag, scheduler_dag, dag_run)
     finally:
         if prepared.engine is not None:
