@@ -1,4 +1,4 @@
-"""``DbtSourceFreshnessSensor``: hold dbt back until its sources are fresh.
+"""``DbtSourceFreshnessOperator``: hold dbt back until its sources are fresh.
 
 Each check runs ``dbt source freshness`` on a worker (a few seconds, from the cached manifest);
 between checks the task waits in the triggerer, holding no worker slot. It succeeds when every
@@ -24,8 +24,12 @@ from dbtflow.project.manifest import load_graph
 STARTED_KEY = "freshness_wait_started"
 
 
-class DbtSourceFreshnessSensor(BaseOperator):
-    """Wait until the dbt sources ``sources`` (unique ids) are fresh."""
+class DbtSourceFreshnessOperator(BaseOperator):
+    """Wait until the dbt sources ``sources`` (unique ids) are fresh.
+
+    An operator that defers between checks, not an Airflow sensor (``BaseSensorOperator``): its
+    ``poke_interval``, ``timeout`` and ``soft_fail`` mean what a sensor's do.
+    """
 
     template_fields: Sequence[str] = ("sources",)
     ui_color = "#7B8F9E"
@@ -82,3 +86,7 @@ class DbtSourceFreshnessSensor(BaseOperator):
             trigger=TimeDeltaTrigger(timedelta(seconds=self.poke_interval)),
             method_name="execute",
         )
+
+
+#: The operator's former name (it is no ``BaseSensorOperator``), kept so DAG files using it still work.
+DbtSourceFreshnessSensor = DbtSourceFreshnessOperator

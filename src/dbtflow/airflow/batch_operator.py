@@ -1,9 +1,9 @@
-"""``DbtBuildOperator``: many nodes in one dbt invocation (the single and grouped patterns).
+"""``DbtBatchOperator``: many nodes in one dbt invocation (the single and grouped patterns).
 
 The first try runs ``dbt build`` (or the chosen command) for its nodes. Its ``run_results.json``
-is kept where every worker finds it (``dbtflow.airflow.artifacts``); a later try of the same task
-instance (an Airflow retry, or a clear), on any worker, runs ``dbt retry`` against it, so only
-what failed or was skipped runs again. The log ends with a table of every node's newest
+is kept where every worker finds it (``dbtflow.airflow.artifact_storage``); a later try of the
+same task instance (an Airflow retry, or a clear), on any worker, runs ``dbt retry`` against it,
+so only what failed or was skipped runs again. The log ends with a table of every node's newest
 result, and the XCom return value is a compact per-node summary (with ``ran``: what this try's
 invocation ran), pushed for failed tries too.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowException
 
-from dbtflow.airflow.artifacts import try_artifacts
+from dbtflow.airflow.artifact_storage import try_artifacts
 from dbtflow.airflow.operators import DbtOperatorBase
 from dbtflow.airflow.publish import publish
 from dbtflow.airflow.task_log import DbtEventLogger
@@ -29,7 +29,7 @@ from dbtflow.project.task_results import TaskResults, failed_nodes, missing_node
 from dbtflow.streaming.producer import exclusive_invocation
 
 
-class DbtBuildOperator(DbtOperatorBase):
+class DbtBatchOperator(DbtOperatorBase):
     """Run ``command`` over the task's nodes in one dbt invocation; retry only what failed.
 
     ``selection``: the dbt selection flags to run (the single pattern passes the DAG's own
