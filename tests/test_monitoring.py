@@ -100,7 +100,7 @@ def test_a_model_whose_input_grows_every_run_is_flagged_from_real_runs(tmp_path:
     assert page.returncode == 0, page.stderr
     index = (tmp_path / "report" / "index.html").read_text()
     assert "model.growth.grower" in index and "Critical path" in index
-    for plot in ("durations.png", "growers.png", "last_run.png"):
+    for plot in ("durations.png", "growers.png", "gantt.png"):
         assert (tmp_path / "report" / plot).read_bytes().startswith(b"\x89PNG")
 
 
@@ -124,26 +124,6 @@ def test_critical_path_follows_the_parent_that_finished_last() -> None:
         "model.bikeshare.dim_stations",
         "model.bikeshare.station_daily_usage",
     ]
-
-
-def test_the_airflow_plugin_serves_reports_that_each_dag_links_to(
-    bikeshare_dir: Path, warehouse: Path
-) -> None:
-    from importlib.metadata import entry_points
-
-    from fastapi.testclient import TestClient
-
-    from dbtflow import DbtProject, dbt_dag
-    from dbtflow.airflow.plugin import REPORTS_URL, DbtflowPlugin
-    from dbtflow.monitoring.report import reports_folder, write_report
-
-    dag = dbt_dag(DbtProject(bikeshare_dir), dag_id="linked")
-    assert f"({REPORTS_URL}/linked/index.html)" in dag.doc_md
-    write_report(_runs("model.p.grows", [1.0 + 0.5 * i for i in range(8)]), reports_folder() / "linked")
-    page = TestClient(DbtflowPlugin.fastapi_apps[0]["app"]).get("/linked/index.html")
-    assert page.status_code == 200 and "model.p.grows" in page.text
-    plugins = {e.name: e.value for e in entry_points(group="airflow.plugins")}
-    assert plugins["dbtflow"] == "dbtflow.airflow.plugin:DbtflowPlugin"
 
 
 class OtlpReceiver:

@@ -173,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--last", type=int, default=20, help="runs per model to consider")
     report.add_argument("--history-url", help="SQLAlchemy URL of the history (default: under DBTFLOW_HOME)")
 
+    docs = commands.add_parser(
+        "docs", help="generate a project's dbt docs into DBTFLOW_HOME/docs/<project>, served by `dbtflow ui`"
+    )
+    docs.add_argument("project_dir", type=Path, help="folder holding dbt_project.yml")
+    docs.add_argument("--profiles-dir", type=Path, help="folder holding profiles.yml")
+    docs.add_argument("--conn-id", help="an Airflow connection to build the dbt target from")
+    docs.add_argument("--profile", dest="profile_name", help=_PROFILE_HELP)
+    docs.add_argument("--target", help="dbt target (default: the profile's)")
+    docs.add_argument("--vars", type=_json_object, default={}, help="dbt vars as JSON")
+
     ui = commands.add_parser(
         "ui", help="the embedded Airflow's web UI on 127.0.0.1 (runs, logs, reports, dbt docs); no login"
     )
@@ -339,6 +349,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from dbtflow.project.config import DbtProject
+    from dbtflow.project.docs import generate_docs
+
+    if args.conn_id:  # the connection is read from the embedded Airflow's database
+        from dbtflow.runner.home import embedded_airflow
+
+        embedded_airflow().activate()
+    project = DbtProject(
+        args.project_dir,
+        profiles_dir=args.profiles_dir,
+        target=args.target,
+        profile=args.conn_id,
+        vars=args.vars,
+        profile_name=args.profile_name,
+    )
+    folder = generate_docs(project)
+    print(f"dbt docs of {project.name}: {folder} (`dbtflow ui` serves them at /dbtflow/docs/{project.name}/)")
+    return 0
+
+
 def _ui(args: argparse.Namespace) -> int:
     from dbtflow.runner.ui import serve_ui
 
@@ -376,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_third_party_warnings()
     args = build_parser().parse_args(argv)
     handlers = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "timings": _timings}
-    handler = {**handlers, "report": _report, "airflow": _airflow, "ui": _ui}[args.command]
+    handler = {**handlers, "report": _report, "airflow": _airflow, "ui": _ui, "docs": _docs}[args.command]
     try:
         return handler(args)
     except DbtflowError as exc:

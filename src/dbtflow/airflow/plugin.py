@@ -1,37 +1,60 @@
-"""The dbtflow Airflow plugin: the run-time reports (``dbtflow report``) served by Airflow's API
-server under ``/dbtflow/reports/``, with a "dbt run times" entry in the UI's navigation.
+"""The dbtflow Airflow plugin: dbtflow's pages in Airflow's API server, behind Airflow's login.
 
-Each dbt DAG's documentation links to its report (``/dbtflow/reports/<dag_id>/``).
+- ``/dbtflow/reports/``: the run-time report of each dbt DAG, rendered live from the history
+  (a "dbt run times" entry in the UI's navigation; each dbt DAG's docs link to its page);
+- ``/dbtflow/docs/``: each project's dbt docs (``dbtflow docs``), one navigation entry per project
+  documented when the API server started, and "dbt docs" for the list.
+
+Every route authenticates with Airflow's own dependencies (``dbtflow.airflow.web.auth``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 
-from dbtflow.monitoring.report import reports_folder
+from dbtflow.airflow.web import docs, reports
+from dbtflow.project.docs import documented_projects
 
-REPORTS_URL = "/dbtflow/reports"
+URL_PREFIX = "/dbtflow"
+REPORTS_URL = f"{URL_PREFIX}/reports"
+DOCS_URL = f"{URL_PREFIX}/docs"
 
 
-def reports_app() -> FastAPI:
-    """A FastAPI app serving the reports folder (created when missing)."""
-    folder = reports_folder()
-    folder.mkdir(parents=True, exist_ok=True)
-    app = FastAPI(title="dbtflow reports")
-    app.mount("/", StaticFiles(directory=folder, html=True), name="reports")
+def dbtflow_app() -> FastAPI:
+    """The FastAPI app Airflow mounts at ``/dbtflow``."""
+    app = FastAPI(title="dbtflow", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(reports.router)
+    app.include_router(docs.router)
     return app
+
+
+def navigation() -> list[dict[str, Any]]:
+    """The UI's navigation entries (each opens its page inside the UI)."""
+    entries: list[dict[str, Any]] = [
+        {
+            "name": "dbt run times",
+            "href": f"{REPORTS_URL}/",
+            "destination": "nav",
+            "url_route": "dbtflow-reports",
+        },
+        {"name": "dbt docs", "href": f"{DOCS_URL}/", "destination": "nav", "url_route": "dbtflow-docs"},
+    ]
+    for project in documented_projects():
+        entries.append(
+            {
+                "name": f"dbt docs: {project}",
+                "href": f"{DOCS_URL}/{project}/",
+                "destination": "nav",
+                "url_route": f"dbtflow-docs-{project}",
+            }
+        )
+    return entries
 
 
 class DbtflowPlugin(AirflowPlugin):
     name = "dbtflow"
-    fastapi_apps = [{"app": reports_app(), "url_prefix": REPORTS_URL, "name": "dbtflow run-time reports"}]
-    external_views = [
-        {
-            "name": "dbt run times",
-            "href": f"{REPORTS_URL}/all/index.html",
-            "destination": "nav",
-            "url_route": "dbtflow-reports",
-        }
-    ]
+    fastapi_apps = [{"app": dbtflow_app(), "url_prefix": URL_PREFIX, "name": "dbtflow reports and dbt docs"}]
+    external_views = navigation()
