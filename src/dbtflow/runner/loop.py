@@ -19,7 +19,7 @@ from typing import Any
 
 from dbtflow.airflow.task_states import database_reader, use_reader
 from dbtflow.runner.display import FINISHED, RunDisplay, TaskRow
-from dbtflow.runner.engine import Engine
+from dbtflow.runner.forked_dbt import ForkedDbt
 from dbtflow.runner.triggerer import InlineTriggerer
 from dbtflow.runner.workers import WorkerPool, warm_up_execution_api
 
@@ -153,7 +153,7 @@ class LocalDagRun:
         *,
         concurrency: int,
         display: RunDisplay,
-        engine: Engine | None = None,
+        forked_dbt: ForkedDbt | None = None,
         warm_up: Callable[[], None] | None = None,
     ) -> None:
         from airflow.utils.helpers import log_filename_template_renderer
@@ -163,7 +163,7 @@ class LocalDagRun:
         self.run_id = dag_run.run_id
         self.dag_run_id = dag_run.id
         self.display = display
-        self.engine = engine
+        self.forked_dbt = forked_dbt
         self.triggerer = InlineTriggerer()
         # Streamed node tasks read their run's task states; in this process, from the database.
         use_reader(database_reader)
@@ -218,8 +218,8 @@ class LocalDagRun:
                 changed = True
                 if code != 0:
                     self._fail_lost_task(worker.task_id, worker.map_index, code, session)
-            if self.engine is not None:
-                self.engine.reap()
+            if self.forked_dbt is not None:
+                self.forked_dbt.reap()
             now = time.monotonic()
             if changed or now >= next_pass:
                 state = self._pass(session)
@@ -336,8 +336,8 @@ class LocalDagRun:
         if dag_run is not None and dag_run.state == DagRunState.RUNNING:
             dag_run.set_state(DagRunState.FAILED)
             session.commit()
-        if self.engine is not None:
-            self.engine.kill()
+        if self.forked_dbt is not None:
+            self.forked_dbt.kill()
 
     def _rows(self, session: Any) -> list[TaskRow]:
         from airflow.models.dagrun import DagRun

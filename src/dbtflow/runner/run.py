@@ -1,7 +1,7 @@
 """``dbtflow run``: render a project's DAG and execute one DAG run through the embedded Airflow.
 
-Order matters for speed: the plan is made and the engine forked before Airflow is imported, so
-that dbt's import and the manifest load (in the engine) overlap Airflow's start-up (here).
+Order matters for speed: the plan is made and dbt forked before Airflow is imported, so that
+dbt's import and the manifest load (in the forked process) overlap Airflow's start-up (here).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dbtflow.project.manifest import load_manifest
 from dbtflow.runner.dag_ids import choose_dag_id, request_file, requests_lock
 from dbtflow.runner.dagfile import DagFileSpec
 from dbtflow.runner.display import RunDisplay
-from dbtflow.runner.engine import Engine
 from dbtflow.runner.failures import local_reasons, with_errors
+from dbtflow.runner.forked_dbt import ForkedDbt
 from dbtflow.runner.home import embedded_airflow
 from dbtflow.runner.loop import LocalDagRun, RunOutcome, clear_failed, create_run, sync_dag
 from dbtflow.state.task_try import TaskTry
@@ -48,7 +48,7 @@ class RunRequest:
     threads: int | None = None
     dag_id: str | None = None
     concurrency: int | None = None
-    #: Start the streamed dbt invocation while Airflow starts (see ``dbtflow.runner.engine``).
+    #: Start the streamed dbt invocation while Airflow starts (see ``dbtflow.runner.forked_dbt``).
     head_start: bool = True
     progress: str = "auto"
     retries: int = 0
@@ -123,11 +123,11 @@ class _Prepared:
     plan: TaskPlan
     dag_id: str
     dag_file: Path
-    engine: Engine | None
+    forked_dbt: ForkedDbt | None
 
 
 def _prepare(request: RunRequest) -> _Prepared:
-    """Activate the embedded Airflow, plan the DAG, write its file, and fork the engine."""
+    """Activate the embedded Airflow, plan the DAG, write its file, and fork dbt."""
     airflow_home = embedded_airflow()
     airflow_home.activate()
     project = request.project()
@@ -159,17 +159,17 @@ def _prepare(request: RunRequest) -> _Prepared:
             manifest_path=project.manifest_path,
         )
         request_file(spec.dag_id).write_text(recorded.to_json())
-    engine = None
+    forked_dbt = None
     if plan.producer is not None and request.head_start:
-        engine = Engine(project=project, threads=request.threads)
-        engine.start()
-    return _Prepared(project=project, plan=plan, dag_id=spec.dag_id, dag_file=dag_file, engine=engine)
+        forked_dbt = ForkedDbt(project=project, threads=request.threads)
+        forked_dbt.fork()
+    return _Prepared(project=project, plan=plan, dag_id=spec.dag_id, dag_file=dag_file, forked_dbt=forked_dbt)
 
 
 def _load_and_sync(prepared: _Prepared) -> Any:
     """Load the DAG file through Airflow's loader and register the DAG in the metadata database."""
     dag, dagbag = _load_dag(prepared.dag_file, prepared.dag_id)
-    if prepared.engine is not None and prepared.plan.producer is not None:
+    if prepared.forked_dbt is not None and prepared.plan.producer is not None:
         dag.task_dict[prepared.plan.producer].start_in_triggerer()
     embedded_airflow().ensure_database()
     sync_dag(dagbag)
@@ -196,7 +196,7 @@ def _drive(
             dag_run,
             concurrency=request.workers(),
             display=display,
-            engine=prepared.engine,
+            forked_dbt=prepared.forked_dbt,
             warm_up=warm_dbt,
         ).run()
     found = local_reasons(outcome.dag_id, outcome.run_id, outcome.tasks)
@@ -214,8 +214,8 @@ def run_project(request: RunRequest) -> RunOutcome:
         dag = _load_and_sync(prepared)
         dag_run, scheduler_dag = create_run(dag)
         plan = prepared.plan
-        if prepared.engine is not None and plan.producer is not None:
-            prepared.engine.go(
+        if prepared.forked_dbt is not None and plan.producer is not None:
+            prepared.forked_dbt.start(
                 TaskTry(dag.dag_id, dag_run.run_id, plan.producer, try_number=1),
                 plan.task(plan.producer).nodes,
                 selection=plan.producer_selection,
@@ -223,8 +223,8 @@ def run_project(request: RunRequest) -> RunOutcome:
             )
         return _drive(request, prepared, dag, scheduler_dag, dag_run)
     finally:
-        if prepared.engine is not None:
-            prepared.engine.cancel()
+        if prepared.forked_dbt is not None:
+            prepared.forked_dbt.cancel()
 
 
 def retry_dag(
@@ -266,7 +266,7 @@ def retry_project(request: RunRequest, run_id: str | None = None) -> RunOutcome:
         dag = _load_and_sync(prepared)
         dag_run, scheduler_dag, cleared = clear_failed(dag, run_id)
         plan = prepared.plan
-        if prepared.engine is not None and plan.producer is not None:
+        if prepared.forked_dbt is not None and plan.producer is not None:
             produced = set(plan.task(plan.producer).nodes)
             nodes = [
                 uid
@@ -276,11 +276,13 @@ def retry_project(request: RunRequest, run_id: str | None = None) -> RunOutcome:
                 and produced.issuperset(spec.nodes)
                 for uid in spec.nodes
             ]
-            prepared.engine.go(TaskTry(dag.dag_id, dag_run.run_id, "dbtflow_retry", try_number=1), nodes)
+            prepared.forked_dbt.start(
+                TaskTry(dag.dag_id, dag_run.run_id, "dbtflow_retry", try_number=1), nodes
+            )
         return _drive(request, prepared, dag, scheduler_dag, dag_run)
     finally:
-        if prepared.engine is not None:
-            prepared.engine.cancel()
+        if prepared.forked_dbt is not None:
+            prepared.forked_dbt.cancel()
 
 
 def _load_dag(dag_file: Path, dag_id: str) -> tuple[Any, Any]:

@@ -1,10 +1,10 @@
-"""A head start for the streamed dbt invocation of ``dbtflow run``.
+"""A head start for the streamed dbt invocation of ``dbtflow run``: a dbt process forked early.
 
 Importing Airflow and warming up its in-process API takes several seconds, and so does importing
-dbt. The engine is forked before Airflow is imported: it imports dbt and loads the cached
+dbt. A ``ForkedDbt`` is forked before Airflow is imported: it imports dbt and loads the cached
 manifest on the second core while the runner starts Airflow. Once the DAG run exists, the runner
-tells the engine its run id and the engine starts the run's dbt invocation under the producer
-task's name, exactly as that task would. The producer task then starts in the triggerer (no
+tells it the run id and it starts the run's dbt invocation under the producer task's name,
+exactly as that task would. The producer task then starts in the triggerer (no
 worker needed) and attaches to this invocation: it ends when the invocation ends.
 """
 
@@ -26,8 +26,9 @@ _log = logging.getLogger(__name__)
 
 
 @dataclass
-class Engine:
-    """The forked engine process, seen from the runner."""
+class ForkedDbt:
+    """A forked process that will run one dbt invocation, seen from the runner: ``fork()`` it
+    early, then ``start()`` its invocation or ``cancel()`` it."""
 
     project: DbtProject
     threads: int | None = None
@@ -35,7 +36,7 @@ class Engine:
     pid: int | None = field(default=None, init=False)
     _pipe: int | None = field(default=None, init=False, repr=False)
 
-    def start(self) -> None:
+    def fork(self) -> None:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
@@ -52,28 +53,28 @@ class Engine:
         os.close(read_end)
         self.pid, self._pipe = pid, write_end
 
-    def go(
+    def start(
         self,
-        key: TaskTry,
+        task: TaskTry,
         nodes: Sequence[str],
         *,
         selection: Sequence[str] | None = None,
         skip_succeeded: bool = False,
     ) -> None:
-        """Claim ``nodes`` for the engine, on behalf of ``key``, and let it build them.
+        """Claim ``nodes`` for this process, on behalf of ``task``, and let it run dbt on them.
 
-        The claim is registered here, before the engine may even have finished importing dbt, so
+        The claim is registered here, before the process may even have finished importing dbt, so
         every task of the run sees a live invocation from its first look.
         """
         from dbtflow.state.store import StateStore
         from dbtflow.streaming.producer import claim_nodes
 
         outcome = claim_nodes(
-            StateStore(self.state_url), key, nodes, skip_succeeded=skip_succeeded, pid=self.pid
+            StateStore(self.state_url), task, nodes, skip_succeeded=skip_succeeded, pid=self.pid
         )
         self._send(
             {
-                "key": [key.dag_id, key.run_id, key.task_id, key.try_number],
+                "key": [task.dag_id, task.run_id, task.task_id, task.try_number],
                 "invocation_id": outcome.invocation_id,
                 "claimed": outcome.claimed,
                 "held": outcome.held_elsewhere,
@@ -82,7 +83,7 @@ class Engine:
         )
 
     def cancel(self) -> None:
-        """Let the engine exit without running dbt."""
+        """Let the process exit without running dbt."""
         self._send(None)
 
     def kill(self) -> None:
@@ -91,7 +92,7 @@ class Engine:
                 os.kill(self.pid, signal.SIGTERM)
 
     def reap(self) -> int | None:
-        """The engine's exit status if it has ended (reaping it), else None."""
+        """The process's exit status if it has ended (reaping it), else None."""
         if self.pid is None:
             return None
         done, status = os.waitpid(self.pid, os.WNOHANG)
