@@ -34,11 +34,16 @@ What it replaces, and when to remove it:
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
+import importlib.util
 import json
 import logging
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 from dbtflow import settings
@@ -90,22 +95,59 @@ def _warn_missing(where: str) -> None:
     )
 
 
+SERIALIZED_DAG_MODULE = "airflow.models.serialized_dag"
+
+
 def install_in_supervisor() -> OrderedDict[tuple[str, str], Any] | None:
     """Remember deserialized DAGs in ``SerializedDagModel.dag``, in an ``airflow triggerer`` only.
 
-    Returns the cache (keyed by DAG version and hash), or None where nothing was patched.
+    Provider information is read while Airflow's command line is built, before the triggerer
+    command imports its modules (importing the ORM models then is a circular import): the command
+    line's own words say which process this is, and the patch waits for Airflow to import the
+    module. Returns the cache (keyed by DAG version and hash) when it is in place now.
     """
-    if (
-        not settings.triggerer_dag_cache()
-        or RUNNER_MODULE not in sys.modules
-        or sys.argv[1:2] != ["triggerer"]
-    ):
+    if not settings.triggerer_dag_cache() or sys.argv[1:2] != ["triggerer"]:
         return None
-    from airflow.models.serialized_dag import SerializedDagModel
+    module = sys.modules.get(SERIALIZED_DAG_MODULE)
+    if module is not None:
+        return _cache_serialized_dags(module)
+    if not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport(SERIALIZED_DAG_MODULE, _cache_serialized_dags))
+    return None
 
-    current = SerializedDagModel.__dict__.get("dag")
-    if not isinstance(current, property) or current.fget is None:
-        _warn_missing("airflow.models.serialized_dag.SerializedDagModel.dag")
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``then(module)`` once, right after Airflow imports the module ``name``."""
+
+    def __init__(self, name: str, then: Callable[[ModuleType], object]) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, then = spec.loader, self.then
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec: ModuleSpec) -> ModuleType | None:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: ModuleType) -> None:
+                loader.exec_module(module)
+                then(module)
+
+        spec.loader = Loader()
+        return spec
+
+
+def _cache_serialized_dags(module: ModuleType) -> OrderedDict[tuple[str, str], Any] | None:
+    model = getattr(module, "SerializedDagModel", None)
+    current = getattr(model, "__dict__", {}).get("dag")
+    if model is None or not isinstance(current, property) or current.fget is None:
+        _warn_missing(f"{SERIALIZED_DAG_MODULE}.SerializedDagModel.dag")
         return None
     existing: OrderedDict[tuple[str, str], Any] | None = getattr(current.fget, "dbtflow_cache", None)
     if existing is not None:
@@ -129,7 +171,7 @@ def install_in_supervisor() -> OrderedDict[tuple[str, str], Any] | None:
         return value
 
     dag.dbtflow_cache = dags  # type: ignore[attr-defined]
-    SerializedDagModel.dag = property(dag, doc=current.__doc__)  # type: ignore[method-assign,assignment]
+    model.dag = property(dag, doc=current.__doc__)
     return dags
 
 
