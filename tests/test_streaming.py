@@ -4,6 +4,7 @@ does not hang the run, and no node is built twice at once. Asserted from dbt's o
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -16,10 +17,13 @@ from pathlib import Path
 import pytest
 
 from dbtflow import DbtProject
+from dbtflow.project.events import DbtEvent
 from dbtflow.project.manifest import load_graph, load_manifest
+from dbtflow.project.results import NodeResult
 from dbtflow.state.invocations import InvocationState
 from dbtflow.state.store import StateStore
 from dbtflow.state.task_try import TaskTry
+from dbtflow.streaming import producer
 from dbtflow.streaming.producer import claim_nodes, run_claimed_invocation
 
 from conftest import (
@@ -189,6 +193,8 @@ def test_a_node_is_never_built_by_two_invocations_at_once(bikeshare_dir: Path, w
     )
     assert other.claimed == [] and other.held_elsewhere == [node] and other.run is None
     store.finish_invocation(holder.invocation_id, InvocationState.SUCCESS)
+    events: list[DbtEvent] = []
+    passed_on: list[NodeResult] = []
     again = run_claimed_invocation(
         project,
         graph,
@@ -196,7 +202,31 @@ def test_a_node_is_never_built_by_two_invocations_at_once(bikeshare_dir: Path, w
         store,
         TaskTry("claims", "run-1", "raw_stations", 2),
         [node],
+        on_event=events.append,
+        on_results=passed_on.extend,
     )
     assert again.claimed == [node] and again.run is not None
     result = next(r for r in again.run.results if r.unique_id == node)
     assert result.status == "success" and result.rows_affected == 5
+    # What else sees dbt's events and results is the caller's (the history, the log forwarder).
+    assert [r.unique_id for r in passed_on] == [node]
+    assert any(e.unique_id == node for e in events)
+
+
+def test_the_streaming_core_imports_neither_airflow_nor_monitoring() -> None:
+    package = Path(producer.__file__).parent
+    imported = {
+        (path.name, name)
+        for path in package.glob("*.py")
+        for statement in ast.walk(ast.parse(path.read_text()))
+        if isinstance(statement, ast.Import | ast.ImportFrom)
+        for name in (
+            [statement.module or ""]
+            if isinstance(statement, ast.ImportFrom)
+            else [a.name for a in statement.names]
+        )
+    }
+    assert ("producer.py", "dbtflow.state.store") in imported  # the scan sees the imports
+    upward = sorted((f, n) for f, n in imported if n.split(".")[:2] == ["dbtflow", "monitoring"])
+    airflow = sorted((f, n) for f, n in imported if n.split(".")[0] == "airflow")
+    assert upward == [] and airflow == []
