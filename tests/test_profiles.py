@@ -237,6 +237,11 @@ def test_postgres_with_a_password_per_model_and_single_and_no_secret_anywhere(
         )
         outputs.append(done.stdout + done.stderr)
         assert done.returncode == 0, done.stdout + done.stderr
+    # The dbt docs the UI serves (manifest, catalog, page) hold no credential either.
+    docs = run_cli("docs", str(project), "--conn-id", "warehouse_pg")
+    outputs.append(docs.stdout + docs.stderr)
+    assert docs.returncode == 0, docs.stdout + docs.stderr
+    assert (AIRFLOW_HOME.home / "docs" / "bikeshare" / "catalog.json").read_text().count("fct_trips") > 0
     rows = psql(
         "select count(*) from analytics.fct_trips",
         user="dbtflow_cred",

@@ -147,5 +147,5 @@ def gantt_png(runs: Sequence[NodeRun], critical: Collection[str], title: str) ->
         if key in present
     ]
     handles.append(Patch(facecolor="white", edgecolor="black", linewidth=2.0, label="critical path (►)"))
-    ax.legend(handles=handles, fontsize="small", loc="lower right")
+    ax.legend(handles=handles, fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _png(fig)

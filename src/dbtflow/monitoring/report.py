@@ -26,7 +26,7 @@ from dbtflow.monitoring import plots
 from dbtflow.monitoring.history import NodeRun
 from dbtflow.monitoring.trends import Trend, trends
 from dbtflow.project.graph import DbtGraph
-from dbtflow.project.status import FAILED_STATUSES, SUCCEEDED_STATUSES
+from dbtflow.project.status import FAILED_STATUSES, SKIPPED_STATUSES, SUCCEEDED_STATUSES
 from dbtflow.settings import dbtflow_home
 
 MIN_RUNS_FOR_RATE = 5
@@ -91,7 +91,8 @@ def critical_path(
 ) -> list[str]:
     """The critical path of one run (unique ids, first to last). A node's parents come from the
     dbt graph or from ``parents`` (unique id -> parent unique ids); with neither, the last node."""
-    ends = {r.unique_id: r.started_at + r.execution_s for r in runs}
+    # A node dbt skipped never ran: it ends no path.
+    ends = {r.unique_id: r.started_at + r.execution_s for r in runs if r.status not in SKIPPED_STATUSES}
     if not ends:
         return []
 
