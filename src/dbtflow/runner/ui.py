@@ -100,8 +100,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_ui(port: int | None = None) -> int:
-    """Run the api-server until Ctrl-C (exit 130) or until it stops by itself (its status)."""
+    """Run the api-server until Ctrl-C or SIGTERM (exit 130) or until it stops by itself (its
+    status). The server runs in a session of its own, so it is always stopped from here."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored (`cmd &`)
     home = embedded_airflow()
     home.activate()
     home.ensure_database()
