@@ -109,3 +109,58 @@ def test_the_reader_stops_when_the_last_task_stops_waiting(tmp_path: Path) -> No
         return store.reads - reads
 
     assert asyncio.run(scenario()) == 0
+
+
+def test_task_states_are_read_only_when_a_decision_needs_them(tmp_path: Path) -> None:
+    """While a live invocation builds a node, its task needs no Airflow task states: none is
+    read. A task whose node nobody builds asks for them, and the next reading has them."""
+    from dbtflow.streaming.consumer import Action, Decision, Upstream, Watch, decide_from
+
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    reads: list[int] = []
+
+    def read_task_states() -> dict[str, str | None]:
+        reads.append(1)
+        return {"dbt_build": "failed", "upstream": "failed"}
+
+    built, orphan = "model.p.built", "model.p.orphan"
+
+    async def scenario() -> tuple[int, list[Decision]]:
+        store.start_invocation(TaskTry("dag", "run", "dbt_build", 1), [built])
+        decisions: list[Decision] = []
+        async with run_feed(
+            store, "dag", "run", [built, orphan], "dbt_build", INTERVAL, read_task_states
+        ) as feed:
+            version = 0
+
+            async def decide(node: str, watch: Watch) -> Decision:
+                nonlocal version
+                reading = await feed.next(frozenset([node]), after=version)
+                version = reading.version
+                upstream = Upstream(
+                    ("upstream",),
+                    reading.task_states,
+                    "dbt_build",
+                    task_states_unread=reading.task_states is None,
+                )
+                decision = decide_from(reading.states, [node], 1, watch, main_node=node, upstream=upstream)
+                if decision.needs_task_states:
+                    feed.want_task_states()
+                return decision
+
+            watch = Watch()
+            for _ in range(5):
+                assert (await decide(built, watch)).action is Action.WAIT
+            reads_while_building = len(reads)
+            watch = Watch()
+            for _ in range(20):
+                decisions.append(await decide(orphan, watch))
+                if decisions[-1].action is not Action.WAIT:
+                    break
+        return reads_while_building, decisions
+
+    reads_while_building, decisions = asyncio.run(scenario())
+    assert reads_while_building == 0
+    assert decisions[0].action is Action.WAIT and decisions[0].needs_task_states
+    assert decisions[-1].action is Action.SKIP and "upstream (failed)" in decisions[-1].message
+    assert len(reads) == 1

@@ -127,9 +127,16 @@ class NodeResultTrigger(BaseTrigger):
                 try_number,
                 watch,
                 main_node=self.main_node,
-                upstream=Upstream(tuple(self.upstream), snapshot.task_states, self.producer_task_id),
+                upstream=Upstream(
+                    tuple(self.upstream),
+                    snapshot.task_states,
+                    self.producer_task_id,
+                    task_states_unread=feed.reads_task_states and snapshot.task_states is None,
+                ),
             )
             if decision.action is Action.WAIT:
+                if decision.needs_task_states:
+                    feed.want_task_states()
                 continue
             if decision.action is Action.REPORT:
                 ids = [r.id for r in decision.results]

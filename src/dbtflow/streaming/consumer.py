@@ -56,6 +56,9 @@ class Decision:
     #: The invocation this decision found dead (still ``running`` in the store): the caller
     #: records it ``died``, so that every later reader sees it so at once.
     dead: str | None = None
+    #: A ``WAIT`` that the Airflow task states would decide: the caller's next reading should
+    #: include them (a feed reads them only when asked, since each reading is a round trip).
+    needs_task_states: bool = False
 
     @property
     def node_results(self) -> list[NodeResult]:
@@ -87,6 +90,9 @@ class Upstream:
     task_states: Mapping[str, str | None] | None = None
     #: The producer task's id, when the run has one.
     producer_task_id: str | None = None
+    #: ``task_states`` is ``None`` because this reading did not include them, not because they
+    #: cannot be read: wait for a reading that does rather than decide without them.
+    task_states_unread: bool = False
 
 
 def decide(
@@ -157,6 +163,8 @@ def decide_from(
         )
     task_states = upstream.task_states
     if task_states is None:
+        if upstream.task_states_unread:
+            return Decision(Action.WAIT, needs_task_states=True)
         return Decision(Action.RUN_ALONE)
     producer = upstream.producer_task_id
     producer_pending = producer is not None and task_states.get(producer) not in TERMINAL_TASK_STATES
