@@ -14,7 +14,7 @@ What it replaces, and when to remove it:
 - **Airflow internal:** ``airflow.jobs.triggerer_job_runner.TriggerRunner.create_runtime_ti`` in
   apache-airflow-core 3.3 (3.3.2 read) calls the module global ``DagSerialization.from_dict`` on
   the trigger's ``encoded_dag`` once per trigger. This module swaps that global for a caching
-  wrapper; ``tests/test_triggerer_cache.py`` fails when the call or the global moves.
+  wrapper; ``tests/airflow/test_triggerer_cache.py`` fails when the call or the global moves.
 - **Upstream:** no Airflow issue tracks it as of 2026-12-03 (the closest work, apache/airflow#55068
   and #69988, load the serialized DAG per version on the triggerer job's side, not in the
   runner). Remove this module when ``create_runtime_ti`` reuses one deserialized DAG per DAG
