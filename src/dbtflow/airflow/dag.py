@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, BaseOperator, TaskGroup
 
+from dbtflow.airflow.assets import add_assets_task
 from dbtflow.airflow.batch_operator import DbtBatchOperator
 from dbtflow.airflow.operators import DbtNodeOperator, DbtProducerOperator
 from dbtflow.errors import DbtflowError
@@ -46,6 +47,7 @@ def add_plan_tasks(
     operator_kwargs: dict[str, Any],
     build_kwargs: dict[str, Any] | None = None,
     model_deadlines: ModelDeadlines | None = None,
+    state_aware: bool = False,
 ) -> dict[str, BaseOperator]:
     """Create an operator per task of the plan, in the current DAG or task group, and link them."""
     operators: dict[str, BaseOperator] = {}
@@ -67,6 +69,7 @@ def add_plan_tasks(
                 task_id=spec.task_id,
                 unique_ids=spec.nodes,
                 selection=plan.producer_selection,
+                state_aware=state_aware,
                 **common,
             )
             continue
@@ -117,6 +120,7 @@ def dbt_task_group(
     tests: str = "with_model",
     execution: str = "streamed",
     group_by: str | Grouper = "folder",
+    state_aware: bool = False,
     command: Sequence[str] = ("build",),
     threads: int | None = None,
     state_url: str | None = None,
@@ -125,6 +129,7 @@ def dbt_task_group(
     cloud_job: DbtCloudJob | None = None,
     model_deadlines: ModelDeadlines | None = None,
     operator_kwargs: dict[str, Any] | None = None,
+    assets: bool = True,
 ) -> TaskGroup | None:
     """Add the project's tasks to the DAG being defined, inside a task group (or not, with ``group_id=None``).
 
@@ -140,10 +145,16 @@ def dbt_task_group(
     on its own worker).
     ``group_by`` (grouped): ``folder`` (the top folder under ``models/``), ``tag`` (a node's first
     tag) or a function from a ``dbtflow.Node`` to a group name.
-    (These seven are checked together as a ``dbtflow.plan.options.PlanOptions``.)
+    ``state_aware`` (per_model, streamed): leave out each model, seed and snapshot whose code,
+    upstream nodes and sources' data have not changed since its last successful build by this DAG
+    (its task ends skipped, saying why; see ``dbtflow.project.state_aware``); a run triggered with
+    the conf ``{"full_refresh": true}`` builds everything.
+    (These eight are checked together as a ``dbtflow.plan.options.PlanOptions``.)
     ``command`` (single and grouped): the dbt command each task runs, ``("build",)`` by default.
     ``model_deadlines``: a ``dbtflow.monitoring.deadlines.ModelDeadlines``; its notifiers are told
     while a model runs past its expected duration (in any task that runs dbt).
+    ``assets``: a teardown task ``dbt_assets`` emits one Airflow asset event per model, seed and
+    snapshot the run built (``dbtflow.airflow.assets``); ``False`` leaves it out.
     ``artifacts_url`` / ``artifacts_conn_id`` (single and grouped): where a try keeps its
     ``run_results.json`` for the next try's ``dbt retry``: dbtflow's state database by default
     (shared by the workers through ``DBTFLOW_STATE_URL``), or this Airflow object storage URL
@@ -157,6 +168,7 @@ def dbt_task_group(
         tests=tests,
         execution=execution,
         group_by=group_by,
+        state_aware=state_aware,
     )
     return add_dbt_tasks(
         project,
@@ -170,6 +182,7 @@ def dbt_task_group(
         cloud_job=cloud_job,
         model_deadlines=model_deadlines,
         operator_kwargs=operator_kwargs,
+        assets=assets,
     )
 
 
@@ -187,6 +200,7 @@ def add_dbt_tasks(
     cloud_job: DbtCloudJob | None = None,
     model_deadlines: ModelDeadlines | None = None,
     operator_kwargs: dict[str, Any] | None = None,
+    assets: bool = True,
 ) -> TaskGroup | None:
     """``dbt_task_group`` with its plan choices checked already (and, from ``elt``, the plan
     made already: ``plan`` is ``make_plan(project, options)``)."""
@@ -200,15 +214,17 @@ def add_dbt_tasks(
                     "The cloud pattern needs the dbt Cloud job to run.",
                     "pass cloud_job=DbtCloudJob(job_id=..., conn_id=...).",
                 )
-            add_cloud_task(
+            cloud_task = add_cloud_task(
                 cloud_job, command=command, selection=options.selection, **dict(operator_kwargs or {})
             )
+            if assets and project is not None:
+                add_assets_task(project, [cloud_task], state_url=state_url)
             return
         if project is None:
             raise DbtflowError(
                 f"The {options.pattern} pattern needs a dbt project.", "pass DbtProject(path)."
             )
-        add_plan_tasks(
+        operators = add_plan_tasks(
             plan or make_plan(project, options),
             project,
             threads=threads,
@@ -220,7 +236,10 @@ def add_dbt_tasks(
                 "artifacts_conn_id": artifacts_conn_id,
             },
             model_deadlines=model_deadlines,
+            state_aware=options.state_aware,
         )
+        if assets:
+            add_assets_task(project, operators.values(), state_url=state_url)
 
     if group_id is None:
         add_tasks()
@@ -264,6 +283,7 @@ def dbt_dag(
     tests: str = "with_model",
     execution: str = "streamed",
     group_by: str | Grouper = "folder",
+    state_aware: bool = False,
     command: Sequence[str] = ("build",),
     threads: int | None = None,
     state_url: str | None = None,
@@ -273,6 +293,7 @@ def dbt_dag(
     model_deadlines: ModelDeadlines | None = None,
     default_args: dict[str, Any] | None = None,
     operator_kwargs: dict[str, Any] | None = None,
+    assets: bool = True,
     **dag_kwargs: Any,
 ) -> DAG:
     """A DAG that runs the dbt project with the given pattern; see ``dbt_task_group`` for the arguments.
@@ -287,6 +308,7 @@ def dbt_dag(
         tests=tests,
         execution=execution,
         group_by=group_by,
+        state_aware=state_aware,
     )
     dag_kwargs.setdefault("doc_md", _doc(dag_id, project, options))
     dag = new_dag(
@@ -306,6 +328,7 @@ def dbt_dag(
             cloud_job=cloud_job,
             model_deadlines=model_deadlines,
             operator_kwargs=operator_kwargs,
+            assets=assets,
         )
     return dag
 

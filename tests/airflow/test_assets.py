@@ -1,0 +1,144 @@
+"""Airflow assets of dbt relations: their names, what a split DAG waits for, and the events a run
+emits (``dag.test()`` with real dbt on DuckDB): one per model, seed and snapshot built, with the
+build's facts, and none for a failed or skipped node, whether its task is streamed or one
+``dbt build`` task that fails."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import Asset
+
+from dbtflow import DbtflowError, DbtProject
+from dbtflow.airflow.assets import model_asset, upstream_assets
+from dbtflow.project.relations import Relation, Warehouse, namespace_of, relation_parts
+
+from conftest import AIRFLOW_HOME, EXAMPLE, copy_project
+from dagtest import dag_file, load_dag
+
+BROKEN_STG_BIKES = "select no_such_column from {{ ref('raw_bikes') }}\n"
+#: What the broken project builds: everything but stg_bikes (failed) and bike_utilization (skipped).
+BUILT = {
+    "seed.bikeshare.raw_bikes", "seed.bikeshare.raw_stations", "seed.bikeshare.raw_trips",
+    "model.bikeshare.stg_stations", "model.bikeshare.stg_trips", "model.bikeshare.dim_stations",
+    "model.bikeshare.fct_trips", "model.bikeshare.station_daily_usage",
+    "snapshot.bikeshare.stations_snapshot",
+}  # fmt: skip
+
+
+def _uris(condition: Any) -> set[str]:
+    return {a.uri for a in condition.objects}
+
+
+def test_a_model_asset_names_its_relation(bikeshare_dir: Path, warehouse: Path) -> None:
+    project = DbtProject(bikeshare_dir)
+    asset = model_asset(project, "fct_trips")
+    assert asset.uri == f"duckdb:{warehouse.resolve()}/warehouse/main/fct_trips"
+    assert asset == model_asset(project, "model.bikeshare.fct_trips")
+    assert model_asset(project, "raw_trips").uri.endswith("/warehouse/main/raw_trips")
+    with pytest.raises(DbtflowError, match="No model, seed or snapshot named 'int_trip_durations'"):
+        model_asset(project, "int_trip_durations")  # ephemeral: no relation
+
+
+def test_relation_naming_follows_openlineage_and_airflow() -> None:
+    assert relation_parts('"an""a"."main"."t"') == ('an"a', "main", "t")
+    assert relation_parts("`proj`.`ds`.`t`") == ("proj", "ds", "t")
+    postgres = Warehouse("postgres", namespace_of({"type": "postgres", "host": "db", "port": 5432}))
+    relation = Relation(postgres, "analytics", "marts", "fct_orders")
+    # OpenLineage: namespace postgres://host:port, name database.schema.table; Airflow's
+    # PostgreSQL provider: postgres://host:port/database/schema/table (it rejects any other path).
+    assert (postgres.namespace, relation.dataset_name) == ("postgres://db:5432", "analytics.marts.fct_orders")
+    assert Asset(uri=relation.uri).uri == "postgres://db:5432/analytics/marts/fct_orders"
+    bigquery = Warehouse("bigquery", namespace_of({"type": "bigquery"}))
+    assert Relation(bigquery, "proj", "ds", "t").uri == "bigquery://proj/ds/t"
+
+
+def test_upstream_assets_of_a_split_project(bikeshare_dir: Path, library_dir: Path, warehouse: Path) -> None:
+    bikeshare = DbtProject(bikeshare_dir)
+    marts = _uris(upstream_assets(bikeshare, select="tag:marts"))
+    # fct_trips reads stg_trips through the ephemeral int_trip_durations: it counts.
+    assert {u.rsplit("/", 1)[1] for u in marts} == {"stg_bikes", "stg_stations", "stg_trips"}
+    only_fct = _uris(upstream_assets(bikeshare, select="station_daily_usage"))
+    assert {u.rsplit("/", 1)[1] for u in only_fct} == {"fct_trips", "dim_stations"}
+    # A relationships test of fct_trips reads dim_stations: the test runs in this DAG, so it waits.
+    tested = _uris(upstream_assets(bikeshare, select="+fct_trips"))
+    assert {u.rsplit("/", 1)[1] for u in tested} == {"dim_stations"}
+    with pytest.raises(DbtflowError, match="reads no model outside itself") as refused:
+        upstream_assets(bikeshare, select="+station_daily_usage")
+    assert "model_asset" in str(refused.value)
+
+    library = DbtProject(library_dir)
+    marts = _uris(upstream_assets(library, select="tag:marts"))
+    # A versioned model (its latest version) and a model of a local package count too.
+    names = {u.rsplit("/", 1)[1] for u in marts}
+    assert names == {"calendar_months", "dim_members_v2", "stg_books", "stg_loans"}
+    assert model_asset(library, "dim_members").uri in marts
+
+
+def _events(dag_id: str) -> dict[str, dict[str, Any]]:
+    """The asset events of the DAG's runs: asset URI -> the event's extra."""
+    with closing(sqlite3.connect(AIRFLOW_HOME.database)) as con:
+        rows = con.execute(
+            "select a.uri, e.extra from asset_event e join asset a on a.id = e.asset_id"
+            " where e.source_dag_id = ?",
+            (dag_id,),
+        ).fetchall()
+    found: dict[str, dict[str, Any]] = {}
+    for uri, extra in rows:
+        assert uri not in found, f"two events for {uri}"
+        value = json.loads(extra)
+        found[uri] = json.loads(value) if isinstance(value, str) else value
+    return found
+
+
+@pytest.fixture(scope="module")
+def broken_bikeshare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    root = tmp_path_factory.mktemp("assets")
+    project = copy_project(EXAMPLE, root / "bikeshare")
+    (project / "models" / "staging" / "stg_bikes.sql").write_text(BROKEN_STG_BIKES)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BIKESHARE_DUCKDB", str(root / "assets.duckdb"))
+        yield project
+
+
+@pytest.mark.parametrize("pattern", ["per_model", "single"])
+def test_a_run_emits_one_event_per_node_built(broken_bikeshare: Path, airflow_db: Path, pattern: str) -> None:
+    dag_id = f"assets_{pattern}"
+    source = f"""
+        from dbtflow import DbtProject, dbt_dag
+        dag = dbt_dag(DbtProject({str(broken_bikeshare)!r}), dag_id={dag_id!r}, pattern={pattern!r})
+    """
+    with dag_file(dag_id, source) as path:
+        dag = load_dag(path, dag_id)
+        run = dag.test()
+        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    # The run is as red as dbt build, though the asset task (a teardown) succeeded.
+    assert str(run.state) == "failed", states
+    assert states["dbt_assets"] == "success", states
+    project = DbtProject(broken_bikeshare)
+    events = _events(dag_id)
+    expected = {model_asset(project, uid).uri: uid for uid in BUILT}
+    assert set(events) == set(expected), sorted(events)
+    for uri, extra in events.items():
+        assert extra["unique_id"] == expected[uri]
+        assert extra["status"] == "success"
+        assert extra["dag_id"] == dag_id and extra["run_id"] == run.run_id
+        assert extra["execution_time_s"] >= 0
+        assert isinstance(extra["invocation_id"], str) and len(extra["invocation_id"]) == 36
+    # DuckDB reports the rows a seed loads and a table model writes.
+    assert events[model_asset(project, "raw_trips").uri]["rows_affected"] == 120
+
+
+def test_assets_false_leaves_the_asset_task_out(bikeshare_dir: Path, warehouse: Path) -> None:
+    from dbtflow import dbt_dag
+
+    with_assets = dbt_dag(DbtProject(bikeshare_dir), dag_id="with_assets", pattern="single")
+    without = dbt_dag(DbtProject(bikeshare_dir), dag_id="no_assets", pattern="single", assets=False)
+    assert with_assets.get_task("dbt_assets").is_teardown
+    assert "dbt_assets" not in without.task_ids
