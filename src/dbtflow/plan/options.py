@@ -1,10 +1,11 @@
 """The choices that shape a plan, checked once: ``PlanOptions``.
 
 A plan depends on seven choices (pattern, selection, exclusion, selector, where tests run,
-execution and grouping). ``dbt_dag``, ``elt``, the CLI and ``dbtflow run`` all take them; they
-are validated here, with one ``DbtflowError`` (cause and fix) per bad value, and then travel as
-one frozen value. The enums are ``StrEnum``: a user's plain string (``pattern="grouped"``) is
-accepted everywhere and compares equal to its member, and the CLI takes its ``choices`` from them.
+execution and grouping), and its run on an eighth (state-aware or not). ``dbt_dag``, ``elt``,
+the CLI and ``dbtflow run`` all take them; they are validated here, with one ``DbtflowError``
+(cause and fix) per bad value, and then travel as one frozen value. The enums are ``StrEnum``: a
+user's plain string (``pattern="grouped"``) is accepted everywhere and compares equal to its
+member, and the CLI takes its ``choices`` from them.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class PlanChoices(TypedDict, total=False):
     tests: str
     execution: str
     group_by: str | Grouper
+    state_aware: bool
 
 
 #: The names of the plan's choices among a function's keyword arguments.
@@ -98,7 +100,7 @@ def _refuse(option: str, value: object, allowed: Sequence[str], more: str = "") 
 
 @dataclass(frozen=True)
 class PlanOptions:
-    """The seven choices of a plan, validated (plain strings become enum members)."""
+    """The choices of a plan and its run, validated (plain strings become enum members)."""
 
     pattern: Pattern = Pattern.PER_MODEL
     #: dbt selection tokens (``"a b"`` is ``("a", "b")``, a union as in dbt).
@@ -111,6 +113,9 @@ class PlanOptions:
     execution: Execution = Execution.STREAMED
     #: The grouping of the grouped pattern: a ``GroupBy`` or a ``Grouper`` function.
     group_by: GroupBy | Grouper = field(default=GroupBy.FOLDER, compare=False)
+    #: Leave out the nodes whose code, upstream nodes and sources have not changed since their
+    #: last build by the DAG (``dbtflow.project.state_aware``).
+    state_aware: bool = False
 
     def __post_init__(self) -> None:
         checked: dict[str, Any] = {
@@ -119,6 +124,7 @@ class PlanOptions:
             "exclude": as_tokens(self.exclude),
             "execution": _member(Execution, self.execution, "execution", list(Execution)),
             "tests": _member(TestMode, self.tests, "tests option", list(TestMode)),
+            "state_aware": bool(self.state_aware),
         }
         if not callable(self.group_by):
             checked["group_by"] = _member(

@@ -9,6 +9,7 @@ tasks one DAG layer at a time, a scheduler and triggerer round trip each. Since 
 longer holds a task back until its upstream tasks succeeded, these rules apply Airflow's
 ``all_success`` themselves, from the Airflow states of the task's upstream tasks:
 
+- A node that a state-aware run left out (result ``unchanged``) ends its task skipped, saying why.
 - A result counts for a task try if no earlier try already reported it. A ``skipped`` result
   never counts by itself: dbt skipped the node because something upstream failed.
 - A failure among the task's nodes ends the task at once when nothing else of it will run: its
@@ -32,12 +33,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dbtflow.project.results import NodeResult
+from dbtflow.project.state_aware import UNCHANGED
 from dbtflow.state.invocations import InvocationState
 from dbtflow.state.results import NodeStates, StoredResult
 from dbtflow.state.store import StateStore
 
 #: Airflow task instance states after which a task does not run again unless it is cleared.
 TERMINAL_TASK_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+FAILED_TASK_STATES = frozenset({"failed", "upstream_failed"})
 
 
 class Action(StrEnum):
@@ -59,6 +62,9 @@ class Decision:
     #: A ``WAIT`` that the Airflow task states would decide: the caller's next reading should
     #: include them (a feed reads them only when asked, since each reading is a round trip).
     needs_task_states: bool = False
+    #: A ``SKIP`` because an upstream task failed (Airflow's ``upstream_failed``), not because
+    #: upstream tasks were only skipped (Airflow's skip propagation).
+    upstream_failed: bool = False
 
     @property
     def node_results(self) -> list[NodeResult]:
@@ -115,6 +121,19 @@ def _usable(stored: StoredResult, try_number: int) -> bool:
     return stored.consumed_by in (None, try_number)
 
 
+def _left_out_unchanged(
+    mine: Mapping[str, StoredResult], nodes: Sequence[str], main_node: str | None
+) -> Decision | None:
+    """A ``SKIP`` when a state-aware run left the task's node out (``dbtflow.project.state_aware``):
+    its model unchanged, or (a task of tests) every node it tests unchanged."""
+    key = main_node if main_node is not None else (nodes[0] if nodes else None)
+    if key is None or key not in mine or mine[key].result.status != UNCHANGED:
+        return None
+    if main_node is None and any(uid not in mine or mine[uid].result.status != UNCHANGED for uid in nodes):
+        return None
+    return Decision(Action.SKIP, results=(mine[key],), message=f"Not built: {mine[key].result.message}.")
+
+
 def decide_from(
     states: NodeStates,
     nodes: Sequence[str],
@@ -127,6 +146,9 @@ def decide_from(
     """``decide`` on states already read (they may cover more nodes than ``nodes``)."""
     newest, holders = states.newest, states.holders
     mine = {uid: newest[uid] for uid in nodes if uid in newest and _usable(newest[uid], try_number)}
+    left_out = _left_out_unchanged(mine, nodes, main_node)
+    if left_out is not None:
+        return left_out
     fresh = {uid: r for uid, r in mine.items() if not r.result.skipped}
     if main_node is not None and main_node in fresh and fresh[main_node].result.failed:
         # The model failed: dbt skips its tests, so there is nothing more to wait for.
@@ -180,5 +202,6 @@ def decide_from(
             Action.SKIP,
             results=tuple(mine[uid] for uid in nodes if uid in mine),
             message=f"Not built: upstream task(s) did not succeed: {told}.",
+            upstream_failed=any(ends[task_id] in FAILED_TASK_STATES for task_id in not_ok),
         )
     return Decision(Action.RUN_ALONE)

@@ -1,0 +1,152 @@
+"""State-aware per_model runs (``dbt_dag(state_aware=True)``) under ``dag.test()``, real dbt, DuckDB.
+
+One module-scoped sequence of five runs of one DAG serves every check (CI time): a first run
+builds everything; a second with nothing changed leaves every node out but the one whose source
+has no load time; a changed model's SQL rebuilds it and its downstream; new rows in a source
+rebuild that source's readers; a run with ``{"full_refresh": true}`` builds everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from dbtflow.state.store import StateStore
+from dbtflow.streaming.consumer import Action, Watch, decide_from
+
+from conftest import FIXTURES, copy_project, history_of_run
+from dagtest import dag_file, load_dag
+
+DAG_ID = "state_aware_shop"
+MODELS = {"stg_orders", "stg_customers", "stg_notes", "fct_orders", "customer_revenue", "dim_customers"}
+#: stg_notes reads a source without a load time: its freshness is unknown, so it is always built.
+ALWAYS_BUILT = {"stg_notes"}
+
+
+@dataclass
+class Run:
+    run_id: str
+    state: str
+    #: Task id -> Airflow state.
+    tasks: dict[str, str]
+    #: Node names the run-time history recorded as built (models, seeds, snapshots).
+    built: set[str]
+    #: Node name -> why the run left it out, as its task logs it (the consumer's decision).
+    reasons: dict[str, str]
+
+    def with_state(self, state: str) -> set[str]:
+        return {task for task, s in self.tasks.items() if s == state}
+
+
+def _reasons(run_id: str) -> dict[str, str]:
+    """Why each node of the run was left out: the message its skipped task logs."""
+    store = StateStore()
+    found = {}
+    for stored in store.results_of_run(DAG_ID, run_id):
+        uid = stored.result.unique_id
+        decision = decide_from(store.node_states(DAG_ID, run_id, [uid]), [uid], 1, Watch(), main_node=uid)
+        if decision.action is Action.SKIP:
+            found[uid.split(".")[2]] = decision.message
+    return found
+
+
+def _run(path: Path, conf: dict[str, Any] | None = None) -> Run:
+    dag = load_dag(path, DAG_ID)
+    dag_run = dag.test(run_conf=conf)
+    tasks = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+    built = {
+        r.unique_id.rsplit(".", 1)[-1]
+        for r in history_of_run(DAG_ID, dag_run.run_id)
+        if r.status == "success" and r.unique_id.split(".")[0] in ("model", "seed", "snapshot")
+    }
+    return Run(dag_run.run_id, str(dag_run.state), tasks, built, _reasons(dag_run.run_id))
+
+
+def _load(database: Path, orders: list[tuple[int, int, float, str]]) -> None:
+    with duckdb.connect(str(database)) as con:
+        con.execute("create schema if not exists raw")
+        con.execute(
+            "create table if not exists raw.orders "
+            "(order_id int, customer_id int, amount double, _loaded_at timestamp)"
+        )
+        con.execute(
+            "create table if not exists raw.customers as "
+            "select 1 as customer_id, 'ann' as name, timestamp '2024-01-01 10:00' as _loaded_at"
+        )
+        con.execute("create table if not exists raw.notes as select 'hello' as note")
+        con.executemany("insert into raw.orders values (?, ?, ?, ?)", orders)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> Iterator[dict[str, Run]]:
+    root = tmp_path_factory.mktemp("state_aware")
+    project = copy_project(FIXTURES / "state_aware_shop", root / "shop")
+    database = root / "shop.duckdb"
+    _load(database, [(1, 1, 10.0, "2024-01-01 10:00"), (2, 2, 5.0, "2024-01-01 11:00")])
+    source = f"""
+        from dbtflow import DbtProject, dbt_dag
+        dag = dbt_dag(DbtProject({str(project)!r}), dag_id={DAG_ID!r}, state_aware=True)
+    """
+    found: dict[str, Run] = {}
+    with pytest.MonkeyPatch.context() as mp, dag_file(DAG_ID, source) as path:
+        mp.setenv("STATE_SHOP_DUCKDB", str(database))
+        found["first"] = _run(path)
+        found["unchanged"] = _run(path)
+        sql = project / "models" / "staging" / "stg_customers.sql"
+        sql.write_text(
+            sql.read_text().replace("select customer_id, name", "select customer_id, upper(name) as name")
+        )
+        found["sql_changed"] = _run(path)
+        _load(database, [(3, 1, 7.5, "2024-01-02 09:00")])
+        found["new_orders"] = _run(path)
+        found["full_refresh"] = _run(path, {"full_refresh": True})
+    yield found
+
+
+def test_first_run_builds_everything(runs: dict[str, Run]) -> None:
+    first = runs["first"]
+    assert first.state == "success", first.tasks
+    assert first.built == MODELS | {"regions"}
+
+
+def test_second_run_with_nothing_changed_builds_nothing(runs: dict[str, Run]) -> None:
+    second = runs["unchanged"]
+    assert second.state == "success", second.tasks
+    assert second.built == ALWAYS_BUILT
+    assert second.with_state("skipped") == MODELS - ALWAYS_BUILT | {"regions"}
+    first_run = runs["first"].run_id
+    assert set(second.reasons) == {
+        *second.with_state("skipped"),
+        "unique_stg_orders_order_id",
+        "unique_stg_customers_customer_id",
+    }
+    assert second.reasons["fct_orders"] == f"Not built: unchanged since run {first_run}; sources not newer."
+    assert "stg_notes" not in second.reasons
+
+
+def test_changed_sql_rebuilds_the_model_and_its_downstream_only(runs: dict[str, Run]) -> None:
+    changed = runs["sql_changed"]
+    assert changed.state == "success", changed.tasks
+    assert (
+        changed.built == {"stg_customers", "fct_orders", "customer_revenue", "dim_customers"} | ALWAYS_BUILT
+    )
+    assert changed.with_state("skipped") == {"stg_orders", "regions"}
+
+
+def test_newer_source_data_rebuilds_its_readers_only(runs: dict[str, Run]) -> None:
+    new_orders = runs["new_orders"]
+    assert new_orders.state == "success", new_orders.tasks
+    assert new_orders.built == {"stg_orders", "fct_orders", "customer_revenue"} | ALWAYS_BUILT
+    assert new_orders.with_state("skipped") == {"stg_customers", "dim_customers", "regions"}
+
+
+def test_full_refresh_builds_everything(runs: dict[str, Run]) -> None:
+    full = runs["full_refresh"]
+    assert full.state == "success", full.tasks
+    assert full.built == MODELS | {"regions"}
+    assert not full.with_state("skipped")
