@@ -76,7 +76,7 @@ def test_run_and_retry_end_with_each_failed_tasks_reason(
     assert "Binder Error" in tasks["dim_stations"]["error"]
     assert "Got 3 results" in tasks["stg_bikes"]["error"]
     assert tasks["dbt_build"]["error"].startswith("dbt reported 2 failure(s)")
-    assert tasks["fct_trips"]["error"] is None and tasks["station_daily_usage"]["state"] == "skipped"
+    assert tasks["fct_trips"]["error"] is None and tasks["station_daily_usage"]["state"] == "upstream_failed"
     assert all(t["error"] is None for t in tasks.values() if t["state"] != "failed")
 
     _check_the_api_serves_the_same_reasons(outcome["dag_id"], outcome["run_id"])

@@ -375,3 +375,30 @@ def test_the_first_live_holder_is_remembered_even_when_another_node_is_done() ->
         upstream=upstream(),
     )
     assert decision.action is Action.WAIT and watch.seen_alive == {"inv-other"}
+
+
+@pytest.mark.parametrize(
+    ("name", "upstream_failed"),
+    [
+        ("an upstream task failed: skip", True),
+        ("an upstream task skipped: skip", False),
+        ("dbt skipped the node and its upstream failed: skip with dbt's skipped results", True),
+    ],
+)
+def test_a_skip_says_whether_an_upstream_task_failed(name: str, upstream_failed: bool) -> None:
+    """Airflow's all_success: a failed upstream task makes ``upstream_failed``, a skipped one
+    only ``skipped`` (skip propagation); the trigger ends the task with that state."""
+    case = CASES[name]
+    decision = decide_from(
+        case.states, case.nodes, case.try_number, case.watch, main_node=case.main_node, upstream=case.upstream
+    )
+    assert decision.action is Action.SKIP and decision.upstream_failed is upstream_failed
+
+
+def test_a_reading_without_task_states_asks_for_them_instead_of_running_alone() -> None:
+    case = CASES["all upstream tasks succeeded and the producer ended: run alone"]
+    unread = Upstream(case.upstream.task_ids, None, case.upstream.producer_task_id, task_states_unread=True)
+    decision = decide_from(
+        case.states, case.nodes, case.try_number, case.watch, main_node=case.main_node, upstream=unread
+    )
+    assert decision.action is Action.WAIT and decision.needs_task_states

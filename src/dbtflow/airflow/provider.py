@@ -2,7 +2,8 @@
 
 Airflow finds it through the ``apache_airflow_provider`` entry point in ``pyproject.toml``. Every
 Airflow command reads it before it runs, which makes it the one place dbtflow's code runs in the
-``airflow triggerer`` process itself: there it installs ``triggerer_cache.install_in_supervisor``.
+``airflow triggerer`` process itself: there it installs
+``triggerer_cache.install_in_supervisor`` and the ``upstream_failed`` handler.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dbtflow import __version__
 
 
 def get_provider_info() -> dict[str, Any]:
-    from dbtflow.airflow import triggerer_cache
+    from dbtflow.airflow import triggerer_cache, upstream_failed
 
     triggerer_cache.install_in_supervisor()
+    upstream_failed.install_in_triggerer()
     return {
         "package-name": "dbtflow",
         "name": "dbtflow",

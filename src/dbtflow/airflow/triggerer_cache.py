@@ -34,19 +34,16 @@ What it replaces, and when to remove it:
 from __future__ import annotations
 
 import hashlib
-import importlib.abc
-import importlib.util
 import json
 import logging
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
 
 from dbtflow import settings
+from dbtflow.airflow.after_import import after_import
 
 SWITCH_ENV = settings.TRIGGERER_DAG_CACHE
 RUNNER_MODULE = "airflow.jobs.triggerer_job_runner"
@@ -111,36 +108,8 @@ def install_in_supervisor() -> OrderedDict[tuple[str, str], Any] | None:
     module = sys.modules.get(SERIALIZED_DAG_MODULE)
     if module is not None:
         return _cache_serialized_dags(module)
-    if not any(isinstance(finder, _AfterImport) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _AfterImport(SERIALIZED_DAG_MODULE, _cache_serialized_dags))
+    after_import(SERIALIZED_DAG_MODULE, _cache_serialized_dags)
     return None
-
-
-class _AfterImport(importlib.abc.MetaPathFinder):
-    """Runs ``then(module)`` once, right after Airflow imports the module ``name``."""
-
-    def __init__(self, name: str, then: Callable[[ModuleType], object]) -> None:
-        self.name, self.then = name, then
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> ModuleSpec | None:
-        if fullname != self.name:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is None or spec.loader is None:
-            return spec
-        loader, then = spec.loader, self.then
-
-        class Loader(importlib.abc.Loader):
-            def create_module(self, spec: ModuleSpec) -> ModuleType | None:
-                return loader.create_module(spec)
-
-            def exec_module(self, module: ModuleType) -> None:
-                loader.exec_module(module)
-                then(module)
-
-        spec.loader = Loader()
-        return spec
 
 
 def _cache_serialized_dags(module: ModuleType) -> OrderedDict[tuple[str, str], Any] | None:

@@ -22,6 +22,7 @@ from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent
 from dbtflow.airflow import triggerer_cache
 from dbtflow.airflow.publish import end_event
 from dbtflow.airflow.task_states import read_task_states
+from dbtflow.airflow.upstream_failed import upstream_failed_event
 from dbtflow.project.task_results import TaskResults, failed_nodes
 from dbtflow.state.invocations import InvocationInfo, InvocationState
 from dbtflow.state.store import StateStore
@@ -156,7 +157,7 @@ class NodeResultTrigger(BaseTrigger):
                 if not self.end_task:
                     return TriggerEvent({"action": Action.SKIP.value, "message": decision.message})
                 self.log.warning("%s", decision.message)
-                return TaskSkippedEvent()
+                return upstream_failed_event() if decision.upstream_failed else TaskSkippedEvent()
             if decision.action is Action.FAIL:
                 if decision.dead is not None:
                     await asyncio.to_thread(store.mark_died, decision.dead, decision.message)
