@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from airflow.sdk import Asset
@@ -97,31 +99,70 @@ def _events(dag_id: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    """Keeps the JSON body of every POST (an OpenLineage HTTP transport's events)."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _clear_openlineage_config() -> None:
+    from airflow.providers.openlineage import conf
+
+    for value in vars(conf).values():
+        if hasattr(value, "cache_clear"):
+            value.cache_clear()
+
+
 @pytest.fixture(scope="module")
-def broken_bikeshare(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> Iterator[dict[str, Any]]:
+    """One ``dag.test()`` run per pattern of a project with a broken model, with OpenLineage's
+    HTTP transport pointed at a local receiver: dag id -> (project, run, task states)."""
     root = tmp_path_factory.mktemp("assets")
     project = copy_project(EXAMPLE, root / "bikeshare")
     (project / "models" / "staging" / "stg_bikes.sql").write_text(BROKEN_STG_BIKES)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    transport = {"type": "http", "url": f"http://127.0.0.1:{server.server_port}", "endpoint": "lineage"}
+    found: dict[str, Any] = {"project": DbtProject(project), "events": _Receiver.received}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BIKESHARE_DUCKDB", str(root / "assets.duckdb"))
-        yield project
+        patch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps(transport))
+        patch.setenv("AIRFLOW__OPENLINEAGE__NAMESPACE", "dbtflow_tests")
+        _clear_openlineage_config()
+        try:
+            for pattern in ("per_model", "single"):
+                dag_id = f"assets_{pattern}"
+                source = f"""
+                    from dbtflow import DbtProject, dbt_dag
+                    dag = dbt_dag(DbtProject({str(project)!r}), dag_id={dag_id!r}, pattern={pattern!r})
+                """
+                with dag_file(dag_id, source) as path:
+                    run = load_dag(path, dag_id).test()
+                    found[pattern] = (run, {ti.task_id: str(ti.state) for ti in run.get_task_instances()})
+            yield found
+        finally:
+            server.shutdown()
+            patch.undo()
+            _clear_openlineage_config()
 
 
 @pytest.mark.parametrize("pattern", ["per_model", "single"])
-def test_a_run_emits_one_event_per_node_built(broken_bikeshare: Path, airflow_db: Path, pattern: str) -> None:
+def test_a_run_emits_one_event_per_node_built(runs: dict[str, Any], pattern: str) -> None:
     dag_id = f"assets_{pattern}"
-    source = f"""
-        from dbtflow import DbtProject, dbt_dag
-        dag = dbt_dag(DbtProject({str(broken_bikeshare)!r}), dag_id={dag_id!r}, pattern={pattern!r})
-    """
-    with dag_file(dag_id, source) as path:
-        dag = load_dag(path, dag_id)
-        run = dag.test()
-        states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    run, states = runs[pattern]
     # The run is as red as dbt build, though the asset task (a teardown) succeeded.
     assert str(run.state) == "failed", states
     assert states["dbt_assets"] == "success", states
-    project = DbtProject(broken_bikeshare)
+    project = runs["project"]
     events = _events(dag_id)
     expected = {model_asset(project, uid).uri: uid for uid in BUILT}
     assert set(events) == set(expected), sorted(events)
@@ -133,6 +174,41 @@ def test_a_run_emits_one_event_per_node_built(broken_bikeshare: Path, airflow_db
         assert isinstance(extra["invocation_id"], str) and len(extra["invocation_id"]) == 36
     # DuckDB reports the rows a seed loads and a table model writes.
     assert events[model_asset(project, "raw_trips").uri]["rows_affected"] == 120
+
+
+@pytest.mark.parametrize("pattern", ["per_model", "single"])
+def test_openlineage_events_per_node(runs: dict[str, Any], pattern: str) -> None:
+    dag_id = f"assets_{pattern}"
+    mine = [
+        e
+        for e in runs["events"]
+        if e["job"]["name"].startswith(f"{dag_id}.") and "." in e["job"]["name"][len(dag_id) + 1 :]
+    ]
+    by_node: dict[str, list[str]] = {}
+    for event in mine:
+        by_node.setdefault(event["job"]["name"][len(dag_id) + 1 :], []).append(event["eventType"])
+    for uid in BUILT:
+        assert sorted(by_node.get(uid, [])) == ["COMPLETE", "START"], (uid, by_node.get(uid))
+    assert sorted(by_node["model.bikeshare.stg_bikes"]) == ["FAIL", "START"]
+    assert "model.bikeshare.bike_utilization" not in by_node  # skipped: it never ran
+    assert any(uid.startswith("test.") for uid in by_node)  # tests are nodes too
+    fct = next(
+        e
+        for e in mine
+        if e["job"]["name"] == f"{dag_id}.model.bikeshare.fct_trips" and e["eventType"] == "COMPLETE"
+    )
+    namespace = f"duckdb://{Path(str(runs['project'].path.parent / 'assets.duckdb')).resolve()}"
+    assert fct["outputs"] == [
+        {"namespace": namespace, "name": "assets.main.fct_trips", "facets": {}, "outputFacets": {}}
+    ]
+    # fct_trips reads stg_trips through the ephemeral int_trip_durations.
+    assert {i["name"] for i in fct["inputs"]} == {"assets.main.stg_trips"}
+    assert "int_trip_durations" in fct["job"]["facets"]["sql"]["query"]
+    parent = fct["run"]["facets"]["parent"]
+    # Both patterns build in the task dbt_build (the producer, or the single task).
+    assert parent["job"]["namespace"] == "dbtflow_tests"
+    assert parent["job"]["name"] == f"{dag_id}.dbt_build"
+    assert parent["root"]["job"]["name"] == dag_id
 
 
 def test_assets_false_leaves_the_asset_task_out(bikeshare_dir: Path, warehouse: Path) -> None:

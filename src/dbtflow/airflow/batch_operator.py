@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException
 
 from dbtflow.airflow.artifact_storage import try_artifacts
+from dbtflow.airflow.lineage import send_node_lineage
 from dbtflow.airflow.operators import DbtOperatorBase
 from dbtflow.airflow.publish import publish
 from dbtflow.airflow.task_log import DbtEventLogger
@@ -24,8 +25,10 @@ from dbtflow.monitoring.forwarding import EventForwarder
 from dbtflow.monitoring.history import record_results
 from dbtflow.project.batch import run_batch
 from dbtflow.project.manifest import load_graph
+from dbtflow.project.results import NodeResult
 from dbtflow.project.selection import exact_selection
 from dbtflow.project.task_results import TaskResults, failed_nodes, missing_nodes
+from dbtflow.state.task_try import TaskTry
 from dbtflow.streaming.producer import exclusive_invocation
 
 
@@ -107,5 +110,10 @@ class DbtBatchOperator(DbtOperatorBase):
             published,
             self.log,
             ti=ti,
-            history=lambda: record_results(this_try, outcome.run.results, self.log),
+            history=lambda: self._keep(context, this_try, outcome.run.results),
         )
+
+    def _keep(self, context: Any, this_try: TaskTry, results: Sequence[NodeResult]) -> None:
+        """Keep the results in the run-time history and send each node's OpenLineage events."""
+        record_results(this_try, results, self.log)
+        send_node_lineage(self.project, context, results, self.log)

@@ -21,6 +21,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowRescheduleException,
 from airflow.triggers.base import StartTriggerArgs
 
 from dbtflow.airflow.deadlines import model_deadline_watch
+from dbtflow.airflow.lineage import node_lineage
 from dbtflow.airflow.publish import publish
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.task_states import read_task_states
@@ -92,11 +93,16 @@ class DbtOperatorBase(BaseOperator):
         *,
         selection: Sequence[str] | None = None,
         skip_succeeded: bool = False,
+        context: Any = None,
     ) -> ClaimedInvocation:
         """Claim ``nodes`` for ``task`` and run one dbt invocation over them, in this process;
         dbt's events go to ``on_event`` and the configured log sinks, its results to the run-time
-        history."""
-        with EventForwarder(task, also=on_event) as forwarder:
+        history, and each node's OpenLineage events when the provider is configured
+        (``dbtflow.airflow.lineage``; ``context`` is the Airflow task's)."""
+        with (
+            EventForwarder(task, also=on_event) as forwarder,
+            node_lineage(self.project, context, self.log, results_recorder(task, self.log)) as with_lineage,
+        ):
             return run_claimed_invocation(
                 self.project,
                 load_graph(self.project),
@@ -107,7 +113,7 @@ class DbtOperatorBase(BaseOperator):
                 selection=selection,
                 threads=self.threads,
                 on_event=forwarder,
-                on_results=results_recorder(task, self.log),
+                on_results=with_lineage,
                 skip_succeeded=skip_succeeded,
             )
 
@@ -238,7 +244,7 @@ class DbtNodeOperator(DbtOperatorBase):
     def _build_alone(self, context: Any) -> Any:
         task = task_try(context)
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
-            outcome = self._run_claimed(task, self.unique_ids, on_event)
+            outcome = self._run_claimed(task, self.unique_ids, on_event, context=context)
         if outcome.held_elsewhere:
             self.log.info(
                 "Another dbt invocation is building %s; waiting for its results.",
@@ -320,6 +326,7 @@ class DbtProducerOperator(DbtOperatorBase):
                 on_event,
                 selection=self.selection if len(nodes) == len(self.unique_ids) else None,
                 skip_succeeded=True,
+                context=context,
             )
         if outcome.held_elsewhere:
             wait_for_live_holders(store, task, outcome.held_elsewhere, self.log)

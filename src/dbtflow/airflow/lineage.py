@@ -1,0 +1,194 @@
+"""OpenLineage run events per dbt node, sent through Airflow's OpenLineage provider.
+
+Airflow's provider emits one OpenLineage run per task; a streamed per_model run builds every node
+in the producer's one dbt invocation, and a single task builds them all, so the provider alone
+would show one job with no datasets. Here each node that ran gets its own run: a START and a
+COMPLETE (or FAIL, with dbt's message), with the relations it read as inputs and the one it
+wrote as output (named as ``dbtflow.project.relations`` names them, as the assets are), its SQL,
+and a parent facet pointing to the Airflow task's OpenLineage run (the provider's own macros
+make its ids). They are sent from where a node's result becomes known on the worker (the
+producer's results callback, or a build task's results), on a thread of their own so that a
+slow receiver never holds up dbt's results. Nothing happens unless the provider is installed
+and configured (``[openlineage] transport``, as for the rest of Airflow).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from dbtflow.project.config import DbtProject
+from dbtflow.project.graph import DbtGraph
+from dbtflow.project.manifest import load_graph, load_manifest
+from dbtflow.project.relations import Relation, Warehouse, relation_of, relation_parts, warehouse_of
+from dbtflow.project.results import NodeResult
+
+ResultsCallback = Callable[[Sequence[NodeResult]], None]
+PRODUCER = "https://github.com/dbtflow/dbtflow"
+#: How long a task waits at its end for events still being sent.
+DRAIN_TIMEOUT_S = 30.0
+
+
+def lineage_enabled() -> bool:
+    """Whether Airflow's OpenLineage provider is installed and configured to send events."""
+    try:
+        from airflow.providers.openlineage import conf
+    except ImportError:
+        return False
+    return not conf.is_disabled()
+
+
+class NodeLineage:
+    """Sends the START and COMPLETE/FAIL events of each node result it is given."""
+
+    def __init__(self, project: DbtProject, context: Any, log: Any) -> None:
+        from airflow.providers.openlineage.plugins import macros
+        from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+
+        ti = context["ti"]
+        self.project = project
+        self.log = log
+        self.dag_id = str(ti.dag_id)
+        self.namespace = macros.lineage_job_namespace()
+        self.parent = {
+            "run_id": macros.lineage_run_id(ti),
+            "job_name": macros.lineage_job_name(ti),
+            "root_run_id": macros.lineage_root_run_id(ti),
+            "root_job_name": macros.lineage_root_job_name(ti),
+            "root_namespace": macros.lineage_root_job_namespace(ti),
+        }
+        self.adapter = OpenLineageAdapter()
+        self._graph: DbtGraph | None = None
+        self._warehouse: Warehouse | None = None
+        self._manifest: Any = None
+        self.queue: queue.Queue[list[NodeResult] | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._send, name="dbtflow-lineage", daemon=True)
+        self.thread.start()
+
+    def __call__(self, results: Sequence[NodeResult]) -> None:
+        self.queue.put([r for r in results if not r.skipped])
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join(DRAIN_TIMEOUT_S)
+
+    def _send(self) -> None:
+        while (batch := self.queue.get()) is not None:
+            for result in batch:
+                try:
+                    for event in self.events(result):
+                        self.adapter.emit(event)
+                except Exception as exc:  # lineage is a by-product: the run's outcome stands
+                    self.log.warning("Could not send OpenLineage events for %s: %s", result.unique_id, exc)
+
+    def _relations(self, uid: str) -> tuple[list[Relation], Relation | None]:
+        if self._graph is None:
+            self._graph = load_graph(self.project)
+            self._warehouse = warehouse_of(self.project)
+        graph, warehouse = self._graph, self._warehouse
+        assert warehouse is not None
+        node = graph.nodes.get(uid)
+        if node is None:
+            return [], None
+        inputs = [r for p in graph.build_parents(uid) if (r := relation_of(warehouse, graph.nodes[p]))]
+        for source_id in graph.direct_sources(uid):
+            parts = relation_parts(graph.sources[source_id].relation_name or "")
+            if len(parts) == 3:
+                inputs.append(Relation(warehouse, *parts))
+        output = relation_of(warehouse, node) if node.resource_type in ("model", "seed", "snapshot") else None
+        return inputs, output
+
+    def _sql(self, uid: str) -> str | None:
+        if self._manifest is None:
+            self._manifest = load_manifest(self.project)
+        node = getattr(self._manifest, "nodes", {}).get(uid)
+        return (getattr(node, "compiled_code", None) or getattr(node, "raw_code", None)) if node else None
+
+    def events(self, result: NodeResult) -> list[Any]:
+        """The START and COMPLETE (or FAIL) run events of one node result."""
+        from airflow.providers.openlineage.utils.utils import _get_parent_run_facet
+        from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+        from openlineage.client.facet_v2 import error_message_run, job_type_job, sql_job
+        from openlineage.client.uuid import generate_new_uuid
+
+        inputs, output = self._relations(result.unique_id)
+        job_facets: dict[str, Any] = {
+            "jobType": job_type_job.JobTypeJobFacet(
+                processingType="BATCH", integration="DBT", jobType=result.unique_id.split(".", 1)[0].upper()
+            )
+        }
+        sql = self._sql(result.unique_id)
+        if sql:
+            job_facets["sql"] = sql_job.SQLJobFacet(
+                query=sql, dialect=self._warehouse.adapter if self._warehouse else None
+            )
+        job = Job(namespace=self.namespace, name=f"{self.dag_id}.{result.unique_id}", facets=job_facets)
+        run_facets: dict[str, Any] = _get_parent_run_facet(
+            parent_run_id=self.parent["run_id"],
+            parent_job_name=self.parent["job_name"],
+            parent_job_namespace=self.namespace,
+            root_parent_run_id=self.parent["root_run_id"],
+            root_parent_job_name=self.parent["root_job_name"],
+            root_parent_job_namespace=self.parent["root_namespace"],
+        )
+        run_id = str(generate_new_uuid())
+        ins = [InputDataset(namespace=r.warehouse.namespace, name=r.dataset_name) for r in inputs]
+        outs = (
+            [OutputDataset(namespace=output.warehouse.namespace, name=output.dataset_name)] if output else []
+        )
+        now = datetime.now(UTC).isoformat()
+        end_facets = dict(run_facets)
+        if result.failed:
+            end_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
+                message=str(result.message or result.status), programmingLanguage="SQL"
+            )
+
+        def event(state: RunState, at: str | None, facets: dict[str, Any]) -> RunEvent:
+            return RunEvent(
+                eventType=state,
+                eventTime=at or now,
+                run=Run(runId=run_id, facets=facets),
+                job=job,
+                inputs=ins,
+                outputs=outs,
+                producer=PRODUCER,
+            )
+
+        end = RunState.FAIL if result.failed else RunState.COMPLETE
+        return [
+            event(RunState.START, result.started_at, run_facets),
+            event(end, result.completed_at, end_facets),
+        ]
+
+
+@contextmanager
+def node_lineage(
+    project: DbtProject, context: Any, log: Any, also: ResultsCallback | None = None
+) -> Iterator[ResultsCallback | None]:
+    """A results callback that sends each node's events (and passes the results to ``also``), or
+    ``also`` alone when OpenLineage is not configured or there is no task context."""
+    if context is None or not lineage_enabled():
+        yield also
+        return
+    lineage = NodeLineage(project, context, log)
+
+    def callback(results: Sequence[NodeResult]) -> None:
+        if also is not None:
+            also(results)
+        lineage(results)
+
+    try:
+        yield callback
+    finally:
+        lineage.close()
+
+
+def send_node_lineage(project: DbtProject, context: Any, results: Sequence[NodeResult], log: Any) -> None:
+    """Send the events of the results of one finished dbt invocation (a single or grouped task)."""
+    with node_lineage(project, context, log) as callback:
+        if callback is not None:
+            callback(results)
