@@ -27,6 +27,7 @@ from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.task_states import read_task_states
 from dbtflow.airflow.task_try import task_try
 from dbtflow.airflow.triggers import InvocationTrigger, NodeResultTrigger
+from dbtflow.monitoring.builds import builds_recorder, prepare_state_aware, record_unchanged
 from dbtflow.monitoring.deadlines import ModelDeadlines
 from dbtflow.monitoring.forwarding import EventForwarder
 from dbtflow.monitoring.history import results_recorder
@@ -37,7 +38,12 @@ from dbtflow.project.task_results import TaskResults, failed_nodes, missing_node
 from dbtflow.state.store import StateStore
 from dbtflow.state.task_try import TaskTry
 from dbtflow.streaming.consumer import TERMINAL_TASK_STATES, Action, Upstream
-from dbtflow.streaming.producer import ClaimedInvocation, EventCallback, run_claimed_invocation
+from dbtflow.streaming.producer import (
+    ClaimedInvocation,
+    EventCallback,
+    ResultsCallback,
+    run_claimed_invocation,
+)
 from dbtflow.streaming.verdict import verdict
 from dbtflow.streaming.waiting import decide_once, wait_for_live_holders
 
@@ -93,15 +99,18 @@ class DbtOperatorBase(BaseOperator):
         *,
         selection: Sequence[str] | None = None,
         skip_succeeded: bool = False,
+        also_on_results: ResultsCallback | None = None,
         context: Any = None,
     ) -> ClaimedInvocation:
         """Claim ``nodes`` for ``task`` and run one dbt invocation over them, in this process;
         dbt's events go to ``on_event`` and the configured log sinks, its results to the run-time
-        history, and each node's OpenLineage events when the provider is configured
-        (``dbtflow.airflow.lineage``; ``context`` is the Airflow task's)."""
+        history (and ``also_on_results``), and each node's OpenLineage events when the provider is
+        configured (``dbtflow.airflow.lineage``; ``context`` is the Airflow task's)."""
+        to_history = results_recorder(task, self.log)
+        on_results = to_history if also_on_results is None else _both(to_history, also_on_results)
         with (
             EventForwarder(task, also=on_event) as forwarder,
-            node_lineage(self.project, context, self.log, results_recorder(task, self.log)) as with_lineage,
+            node_lineage(self.project, context, self.log, on_results) as with_lineage,
         ):
             return run_claimed_invocation(
                 self.project,
@@ -271,11 +280,19 @@ class DbtProducerOperator(DbtOperatorBase):
     """
 
     def __init__(
-        self, *, selection: Sequence[str] = (), node_tasks: dict[str, str] | None = None, **kwargs: Any
+        self,
+        *,
+        selection: Sequence[str] = (),
+        node_tasks: dict[str, str] | None = None,
+        state_aware: bool = False,
+        **kwargs: Any,
     ) -> None:
         kwargs.setdefault("priority_weight", 1000)
         super().__init__(**kwargs)
         self.selection = list(selection)
+        #: Leave out unchanged nodes (``dbtflow.project.state_aware``); a run whose conf has
+        #: ``{"full_refresh": true}`` builds them all (and records their builds).
+        self.state_aware = state_aware
         #: The task that reports each node (unique id -> task id).
         self.node_tasks = dict(node_tasks or {})
 
@@ -319,6 +336,9 @@ class DbtProducerOperator(DbtOperatorBase):
         task = task_try(context)
         store = self._store()
         nodes = self._still_wanted(task)
+        builds: ResultsCallback | None = None
+        if self.state_aware:
+            nodes, builds = self._leave_out_unchanged(task, store, nodes, full_refresh=_full_refresh(context))
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
             outcome = self._run_claimed(
                 task,
@@ -326,6 +346,7 @@ class DbtProducerOperator(DbtOperatorBase):
                 on_event,
                 selection=self.selection if len(nodes) == len(self.unique_ids) else None,
                 skip_succeeded=True,
+                also_on_results=builds,
                 context=context,
             )
         if outcome.held_elsewhere:
@@ -340,3 +361,30 @@ class DbtProducerOperator(DbtOperatorBase):
             self.log,
             ti=context["ti"],
         )
+
+    def _leave_out_unchanged(
+        self, task: TaskTry, store: StateStore, nodes: list[str], *, full_refresh: bool
+    ) -> tuple[list[str], ResultsCallback]:
+        """The nodes a state-aware run builds (the others' tasks end skipped, saying why; all of
+        them on a full refresh), and the callback that records what it built."""
+        graph = load_graph(self.project)
+        plan = prepare_state_aware(
+            self.project, graph, task.dag_id, nodes, self.log, full_refresh=full_refresh
+        )
+        record_unchanged(store, task, plan, nodes)
+        return [uid for uid in nodes if uid not in plan.skipped], builds_recorder(task, graph, plan, self.log)
+
+
+def _full_refresh(context: Any) -> bool:
+    """The run was triggered with ``{"full_refresh": true}``: a state-aware DAG builds everything."""
+    dag_run = context.get("dag_run")
+    conf = getattr(dag_run, "conf", None) or {}
+    return bool(conf.get("full_refresh"))
+
+
+def _both(first: ResultsCallback, second: ResultsCallback) -> ResultsCallback:
+    def both(results: Sequence[NodeResult]) -> None:
+        first(results)
+        second(results)
+
+    return both

@@ -118,9 +118,16 @@ class BuildRecords:
 
 
 def prepare_state_aware(
-    project: DbtProject, graph: DbtGraph, dag_id: str, nodes: Sequence[str], log: Any
+    project: DbtProject,
+    graph: DbtGraph,
+    dag_id: str,
+    nodes: Sequence[str],
+    log: Any,
+    *,
+    full_refresh: bool = False,
 ) -> StateAwarePlan:
-    """Decide which of ``nodes`` this run of ``dag_id`` builds and which it leaves out."""
+    """Decide which of ``nodes`` this run of ``dag_id`` builds and which it leaves out;
+    ``full_refresh`` builds them all (and their builds are recorded as any other)."""
     buildable = [uid for uid in nodes if graph.nodes[uid].is_buildable]
     manifest = _manifest_document(project)
     codes = fingerprints(manifest, buildable) if manifest is not None else {}
@@ -136,6 +143,9 @@ def prepare_state_aware(
     plan = plan_state_aware(
         graph, nodes, codes, records.last_builds(dag_id), watermarks, records.latest_builds()
     )
+    if full_refresh:
+        everything = {uid: "full refresh" for uid in buildable}
+        plan = StateAwarePlan(skipped={}, built=everything, fingerprints=codes, watermarks=watermarks)
     log.info(
         "State-aware run: %d node(s) to build, %d left out (unchanged, sources not newer).",
         len(plan.built),
