@@ -150,3 +150,29 @@ def test_full_refresh_builds_everything(runs: dict[str, Run]) -> None:
     assert full.state == "success", full.tasks
     assert full.built == MODELS | {"regions"}
     assert not full.with_state("skipped")
+
+
+def test_grouped_builds_only_what_changed(tmp_path: Path, airflow_db: Path) -> None:
+    """Grouped (one dbt invocation per folder): a second run leaves out the unchanged nodes from each
+    group's selection, and a group with nothing to build ends skipped."""
+    project = copy_project(FIXTURES / "state_aware_shop", tmp_path / "shop")
+    database = tmp_path / "shop.duckdb"
+    _load(database, [(1, 1, 10.0, "2024-01-01 10:00")])
+    dag_id = "state_aware_grouped"
+    source = f"""
+        from dbtflow import DbtProject, dbt_dag
+        dag = dbt_dag(DbtProject({str(project)!r}), dag_id={dag_id!r}, pattern="grouped", state_aware=True)
+    """
+    with pytest.MonkeyPatch.context() as mp, dag_file(dag_id, source) as path:
+        mp.setenv("STATE_SHOP_DUCKDB", str(database))
+        dag = load_dag(path, dag_id)
+        first = dag.test()
+        second = dag.test()
+    assert str(first.state) == str(second.state) == "success"
+    built = {
+        r.unique_id.split(".")[2] for r in history_of_run(dag_id, second.run_id) if r.status == "success"
+    }
+    assert built == ALWAYS_BUILT
+    states = {ti.task_id: str(ti.state) for ti in second.get_task_instances()}
+    assert states["staging"] == "success"
+    assert states["marts"] == states["seeds"] == "skipped"

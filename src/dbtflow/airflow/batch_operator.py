@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from dbtflow.airflow.artifact_storage import try_artifacts
 from dbtflow.airflow.lineage import send_node_lineage
 from dbtflow.airflow.operators import DbtOperatorBase
 from dbtflow.airflow.publish import publish
+from dbtflow.airflow.state_aware import StateAwareSelection, state_aware_selection
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.task_try import task_try
 from dbtflow.monitoring.forwarding import EventForwarder
@@ -49,9 +50,12 @@ class DbtBatchOperator(DbtOperatorBase):
         command: Sequence[str] = ("build",),
         artifacts_url: str | None = None,
         artifacts_conn_id: str | None = None,
+        state_aware: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        #: A first try leaves out the unchanged nodes (``dbtflow.project.state_aware``).
+        self.state_aware = state_aware
         self.selection = None if selection is None else list(selection)
         self.command = list(command)
         self.artifacts_url = artifacts_url
@@ -72,6 +76,13 @@ class DbtBatchOperator(DbtOperatorBase):
                 kept.where,
             )
         selection = self.selection
+        left_out = StateAwareSelection.none()
+        if self.state_aware and previous is None:
+            left_out = state_aware_selection(self.project, this_try, self.unique_ids, context, self.log)
+            if left_out.everything(self.unique_ids):
+                publish(TaskResults.of(left_out.results), self.log, ti=ti)
+                raise AirflowSkipException("Not built: every node is unchanged since its last build.")
+            selection = left_out.selection or selection
         if selection is None:
             selection = exact_selection(load_graph(self.project), self.unique_ids)
         forwarder = EventForwarder(this_try, also=DbtEventLogger(self.log))
@@ -95,7 +106,8 @@ class DbtBatchOperator(DbtOperatorBase):
             kept.save(outcome.document)
         if outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
-        results = outcome.results
+        results = [*left_out.results, *outcome.results]
+        left_out.record_builds(outcome.run.results)
         # A group must have a result for each of its nodes; a try that did not run some of them
         # fails without a summary. A try whose nodes failed keeps its summary.
         missing = missing_nodes(self.unique_ids, results) if self.selection is None else None

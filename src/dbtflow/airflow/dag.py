@@ -78,6 +78,7 @@ def add_plan_tasks(
                 task_id=spec.task_id,
                 unique_ids=spec.nodes,
                 selection=spec.selection,
+                state_aware=state_aware,
                 **(build_kwargs or {}),
                 **common,
             )
@@ -145,10 +146,11 @@ def dbt_task_group(
     on its own worker).
     ``group_by`` (grouped): ``folder`` (the top folder under ``models/``), ``tag`` (a node's first
     tag) or a function from a ``dbtflow.Node`` to a group name.
-    ``state_aware`` (per_model, streamed): leave out each model, seed and snapshot whose code,
-    upstream nodes and sources' data have not changed since its last successful build by this DAG
-    (its task ends skipped, saying why; see ``dbtflow.project.state_aware``); a run triggered with
-    the conf ``{"full_refresh": true}`` builds everything.
+    ``state_aware`` (per_model streamed, single, grouped): leave out each model, seed and snapshot
+    whose code, upstream nodes and sources' data have not changed since its last successful build
+    by this DAG (per_model: its task ends skipped, saying why; single and grouped: the task's
+    selection leaves it out; see ``dbtflow.project.state_aware``); a run triggered with the conf
+    ``{"full_refresh": true}`` builds everything.
     (These eight are checked together as a ``dbtflow.plan.options.PlanOptions``.)
     ``command`` (single and grouped): the dbt command each task runs, ``("build",)`` by default.
     ``model_deadlines``: a ``dbtflow.monitoring.deadlines.ModelDeadlines``; its notifiers are told

@@ -23,6 +23,7 @@ from airflow.triggers.base import StartTriggerArgs
 from dbtflow.airflow.deadlines import model_deadline_watch
 from dbtflow.airflow.lineage import node_lineage
 from dbtflow.airflow.publish import publish
+from dbtflow.airflow.state_aware import full_refresh
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.task_states import read_task_states
 from dbtflow.airflow.task_try import task_try
@@ -338,7 +339,7 @@ class DbtProducerOperator(DbtOperatorBase):
         nodes = self._still_wanted(task)
         builds: ResultsCallback | None = None
         if self.state_aware:
-            nodes, builds = self._leave_out_unchanged(task, store, nodes, full_refresh=_full_refresh(context))
+            nodes, builds = self._leave_out_unchanged(task, store, nodes, full_refresh=full_refresh(context))
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
             outcome = self._run_claimed(
                 task,
@@ -373,13 +374,6 @@ class DbtProducerOperator(DbtOperatorBase):
         )
         record_unchanged(store, task, plan, nodes)
         return [uid for uid in nodes if uid not in plan.skipped], builds_recorder(task, graph, plan, self.log)
-
-
-def _full_refresh(context: Any) -> bool:
-    """The run was triggered with ``{"full_refresh": true}``: a state-aware DAG builds everything."""
-    dag_run = context.get("dag_run")
-    conf = getattr(dag_run, "conf", None) or {}
-    return bool(conf.get("full_refresh"))
 
 
 def _both(first: ResultsCallback, second: ResultsCallback) -> ResultsCallback:
