@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -409,13 +410,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "timings": _timings}
     handler = {**handlers, "report": _report, "airflow": _airflow, "ui": _ui, "docs": _docs}[args.command]
     try:
-        return handler(args)
+        code = handler(args)
     except DbtflowError as exc:
         print(f"dbtflow: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        code = EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("dbtflow: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if argv is None and args.command in _EXIT_AT_ONCE:
+        _exit_now(code)
+    return code
+
+
+#: Commands that load Airflow and dbt into this process: run from the command line, they end
+#: without the interpreter's teardown, which took 5-9 s after the run's summary (collecting and
+#: finalizing every module's objects on a loaded machine). Everything they write is written by then.
+_EXIT_AT_ONCE = frozenset({"run", "retry", "demo"})
+
+
+def _exit_now(code: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,17 @@ def test_run_executes_every_task_and_writes_the_summary(
     assert set(tasks["fct_trips"]) == {"task_id", "state", "try_number", "duration_s", "nodes", "error"}
     assert tasks["fct_trips"]["nodes"][0] == "model.bikeshare.fct_trips"
     assert all(t["state"] == "success" and t["try_number"] == 1 for t in tasks.values())
-    assert "DAG run success" in done.stdout
+    # The last line: the run's tasks and time, then the command's whole time and where it went.
+    last = done.stdout.strip().splitlines()[-1]
+    line = re.fullmatch(
+        r"DAG run success: (\d+) tasks in ([\d.]+) s \(([\d.]+) s in all: parse ([\d.]+) s,"
+        r" Airflow start ([\d.]+) s\); (\d+) success",
+        last,
+    )
+    assert line is not None, last
+    assert int(line[1]) == int(line[6]) == len(tasks)
+    run_s, whole_s, parse_s, airflow_s = (float(line[i]) for i in (2, 3, 4, 5))
+    assert whole_s >= run_s + parse_s + airflow_s - 0.3, last  # (each rounded to 0.1 s)
     assert warehouse.exists()
 
 

@@ -20,6 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from dbtflow.runner.timeline import StartUp
+
 _STYLE = {
     "success": "green",
     "failed": "red",
@@ -61,7 +63,17 @@ class TaskRow:
 class RunDisplay:
     """Live progress of one DAG run."""
 
-    def __init__(self, title: str, total: int, *, live: bool | None = None, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        title: str,
+        total: int,
+        *,
+        live: bool | None = None,
+        quiet: bool = False,
+        startup: StartUp | None = None,
+    ) -> None:
+        #: What came before the DAG run (its final line says where the command's time went).
+        self.startup = startup
         self.console = Console(stderr=False)
         self.quiet = quiet
         self.live_enabled = (self.console.is_terminal if live is None else live) and not quiet
@@ -141,14 +153,19 @@ class RunDisplay:
                 str(len(row.nodes)),
             )
         self.console.print(table)
+        # One line, never wrapped: a log reader or a script finds it whole.
+        self.console.print(self.summary_line(rows, state), soft_wrap=True)
+
+    def summary_line(self, rows: Sequence[TaskRow], state: str) -> Text:
+        """``DAG run success: 102 tasks in 13.0 s (27.3 s in all: parse 9.1 s, Airflow start
+        1.2 s); 102 success``: the run's time, then the command's and where it went."""
         counts = Counter(r.state for r in rows)
         style = "bold green" if state == "success" else "bold red"
-        self.console.print(
-            Text.assemble(
-                (f"DAG run {state}", style),
-                f" in {time.monotonic() - self.started:.1f}s: ",
-                ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
-            )
+        whole = f" ({self.startup.describe()})" if self.startup is not None else ""
+        return Text.assemble(
+            (f"DAG run {state}", style),
+            f": {len(rows)} tasks in {time.monotonic() - self.started:.1f} s{whole}; ",
+            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
         )
 
     def failures(self, rows: Sequence[TaskRow], logs: Mapping[str, str | None], retry_command: str) -> None:

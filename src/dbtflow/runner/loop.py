@@ -21,7 +21,7 @@ from dbtflow.airflow.task_states import database_reader, use_reader
 from dbtflow.runner.display import FINISHED, RunDisplay, TaskRow
 from dbtflow.runner.forked_dbt import ForkedDbt
 from dbtflow.runner.triggerer import InlineTriggerer
-from dbtflow.runner.workers import WorkerPool, warm_up_execution_api
+from dbtflow.runner.workers import BackgroundWarmUp, WorkerPool, warm_up_execution_api
 
 #: How long the loop waits for an event before looking at its workers again.
 TICK_S = 0.02
@@ -169,8 +169,11 @@ class LocalDagRun:
         use_reader(database_reader)
         self._render_log = log_filename_template_renderer()
         self.pool = WorkerPool(dag, concurrency, self.log_path)
-        #: Run once in this process before the first task is forked (Airflow's API, dbt).
-        self.warm_ups: list[Callable[[], None]] = [warm_up_execution_api, *([warm_up] if warm_up else [])]
+        # Done once in this process before the first task is forked: Airflow's API (on a thread
+        # from now, while dbt runs: a streamed run forks only its last task, dbt_assets), and
+        # dbt's import and warm-up before the first task that runs dbt.
+        self.api_warm_up = BackgroundWarmUp(warm_up_execution_api)
+        self.dbt_warm_up = warm_up
 
     def log_path(self, ti: Any) -> Path:
         from airflow.configuration import conf
@@ -271,8 +274,11 @@ class LocalDagRun:
     def _launch(self, ti: Any, session: Any) -> None:
         from airflow.utils.state import TaskInstanceState
 
-        while self.warm_ups:
-            self.warm_ups.pop(0)()
+        self.api_warm_up.wait()
+        warm_up = self.dbt_warm_up
+        if warm_up is not None and hasattr(self.dag.task_dict.get(ti.task_id), "unique_ids"):
+            self.dbt_warm_up = None
+            warm_up()
         ti.set_state(TaskInstanceState.QUEUED, session=session)
         session.commit()
         self.pool.launch(ti)

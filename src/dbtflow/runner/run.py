@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +28,7 @@ from dbtflow.runner.failures import local_reasons, with_errors
 from dbtflow.runner.forked_dbt import ForkedDbt
 from dbtflow.runner.home import embedded_airflow
 from dbtflow.runner.loop import LocalDagRun, RunOutcome, clear_failed, create_run, sync_dag
+from dbtflow.runner.timeline import StartUp
 from dbtflow.state.task_try import TaskTry
 
 
@@ -124,6 +126,8 @@ class _Prepared:
     dag_id: str
     dag_file: Path
     forked_dbt: ForkedDbt | None
+    #: How long the parse took; Airflow's start is timed from its end (the final line says both).
+    startup: StartUp = field(default_factory=StartUp)
 
 
 def _prepare(request: RunRequest) -> _Prepared:
@@ -131,7 +135,9 @@ def _prepare(request: RunRequest) -> _Prepared:
     airflow_home = embedded_airflow()
     airflow_home.activate()
     project = request.project()
+    parse_started = time.monotonic()
     plan = make_plan(project, request.plan)
+    startup = StartUp(parse_s=time.monotonic() - parse_started)
     if not plan.tasks:
         raise DbtflowError(
             f"The selection matches no model, seed, snapshot or test of {project.name}.",
@@ -163,7 +169,14 @@ def _prepare(request: RunRequest) -> _Prepared:
     if plan.producer is not None and request.head_start:
         forked_dbt = ForkedDbt(project=project, threads=request.threads)
         forked_dbt.fork()
-    return _Prepared(project=project, plan=plan, dag_id=spec.dag_id, dag_file=dag_file, forked_dbt=forked_dbt)
+    return _Prepared(
+        project=project,
+        plan=plan,
+        dag_id=spec.dag_id,
+        dag_file=dag_file,
+        forked_dbt=forked_dbt,
+        startup=startup,
+    )
 
 
 def _load_and_sync(prepared: _Prepared) -> Any:
@@ -189,7 +202,9 @@ def _drive(
         mode += f", {options.execution}"
     title = f"{dag.dag_id} ({mode})"
     live = {"auto": None, "live": True, "plain": False, "none": False}[request.progress]
-    with RunDisplay(title, len(dag.tasks), live=live, quiet=request.progress == "none") as display:
+    prepared.startup.airflow_started()
+    quiet = request.progress == "none"
+    with RunDisplay(title, len(dag.tasks), live=live, quiet=quiet, startup=prepared.startup) as display:
         outcome = LocalDagRun(
             dag,
             scheduler_dag,

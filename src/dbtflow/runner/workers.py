@@ -13,8 +13,10 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,28 @@ def warm_up_execution_api() -> None:
             await client.get("/execution/health")
 
     asyncio.run(ping())
+
+
+class BackgroundWarmUp:
+    """A warm-up run on a thread from now on, so that it overlaps the run instead of delaying the
+    first task forked; ``wait()`` for it before forking (a fork must not copy a thread mid-work)."""
+
+    def __init__(self, warm_up: Callable[[], None]) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(warm_up,), name="dbtflow-warm-up", daemon=True)
+        self.thread.start()
+
+    def _run(self, warm_up: Callable[[], None]) -> None:
+        try:
+            warm_up()
+        except BaseException as exc:  # raised again by wait(), in the thread that forks
+            self.error = exc
+
+    def wait(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 class WorkerPool:
