@@ -30,8 +30,11 @@ browser:
 	@test -x /usr/bin/chromium || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
+# Two workers, a test file each at a time (--dist loadfile keeps a file's shared set-up in one
+# worker): most end-to-end tests wait on Airflow's scheduler or on dbt, so two files overlap well
+# on two cores.
 test: lint browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
