@@ -25,10 +25,13 @@ from pathlib import Path
 import httpx
 
 from dbtflow.runner.home import EmbeddedAirflow, embedded_airflow
+from dbtflow.runner.owners import fail_abandoned_runs
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 START_TIMEOUT_S = 120.0
+#: How often the UI looks for runs whose `dbtflow run` process is gone (to show them failed).
+SWEEP_EVERY_S = 10.0
 
 
 def free_port_or(preferred: int) -> int:
@@ -131,7 +134,12 @@ def serve_ui(port: int | None = None) -> int:
         print(f"Airflow UI: {url}  (no login needed: local only; Ctrl-C stops it)", flush=True)
         print(f"  dbt run-time reports: {url}/dbtflow/reports/", flush=True)
         print(f"  dbt docs:             {url}/dbtflow/docs/", flush=True)
-        return process.wait()
+        while process.poll() is None:
+            # A run whose `dbtflow run` process was killed meanwhile is shown failed, not running.
+            fail_abandoned_runs()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=SWEEP_EVERY_S)
+        return process.returncode
     except KeyboardInterrupt:
         print("\nStopping the Airflow UI.", file=sys.stderr, flush=True)
         return 130

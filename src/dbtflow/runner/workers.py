@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dbtflow.runner.processes import die_with_parent
+
 
 @dataclass
 class Worker:
@@ -110,8 +112,10 @@ class WorkerPool:
         log_file = Path(self.log_path(ti))
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
+            die_with_parent(parent)
             code = 0
             try:
                 _child_main(fields, task, log_file)
@@ -132,14 +136,22 @@ class WorkerPool:
                 ended.append((self.running.pop(pid), os.waitstatus_to_exitcode(status)))
         return ended
 
-    def terminate(self) -> None:
+    def terminate(self, grace_s: float = 10.0) -> None:
+        """Stop every child: SIGTERM (Airflow's task runner then calls the task's ``on_kill``),
+        and SIGKILL for those still running after ``grace_s``."""
         for pid in list(self.running):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + grace_s
         while self.running and time.monotonic() < deadline:
             self.reap()
             time.sleep(0.05)
+        for pid in list(self.running):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            del self.running[pid]
 
 
 def _child_main(fields: dict[str, Any], task: Any, log_file: Path) -> None:  # pragma: no cover - child
