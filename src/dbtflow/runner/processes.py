@@ -34,7 +34,7 @@ class ProcessId:
 
     @classmethod
     def current(cls) -> ProcessId:
-        return cls(pid=os.getpid(), started=_start_time(os.getpid()) or 0.0, host=socket.gethostname())
+        return cls(pid=os.getpid(), started=start_time(os.getpid()) or 0.0, host=socket.gethostname())
 
     @property
     def on_this_host(self) -> bool:
@@ -45,7 +45,7 @@ class ProcessId:
         """Whether the process still runs; a process on another host is assumed to."""
         if not self.on_this_host:
             return True
-        started = _start_time(self.pid)
+        started = start_time(self.pid)
         return started is not None and abs(started - self.started) < 1.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,7 +56,7 @@ class ProcessId:
         return cls(pid=int(data["pid"]), started=float(data["started"]), host=str(data["host"]))
 
 
-def _start_time(pid: int) -> float | None:
+def start_time(pid: int) -> float | None:
     """The start time of a running (not zombie) process, or None when there is none."""
     try:
         process = psutil.Process(pid)

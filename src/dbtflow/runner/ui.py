@@ -136,7 +136,10 @@ def serve_ui(port: int | None = None) -> int:
         print(f"  dbt docs:             {url}/dbtflow/docs/", flush=True)
         while process.poll() is None:
             # A run whose `dbtflow run` process was killed meanwhile is shown failed, not running.
-            fail_abandoned_runs()
+            try:
+                fail_abandoned_runs()
+            except Exception as exc:  # a busy database: the next look will do
+                print(f"dbtflow: could not look for abandoned runs now: {exc}", file=sys.stderr, flush=True)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=SWEEP_EVERY_S)
         return process.returncode
