@@ -29,6 +29,7 @@ from dbtflow.project.manifest import load_graph
 from dbtflow.project.results import NodeResult
 from dbtflow.project.selection import exact_selection
 from dbtflow.project.task_results import TaskResults, failed_nodes, missing_nodes
+from dbtflow.state.manifests import keep_project_manifest
 from dbtflow.state.task_try import TaskTry
 from dbtflow.streaming.producer import exclusive_invocation
 
@@ -118,6 +119,8 @@ class DbtBatchOperator(DbtOperatorBase):
             # What this try's dbt invocation ran (everything, or what `dbt retry` picked).
             ran=[r.unique_id for r in outcome.run.results],
         )
+        if published.failure is None:
+            keep_project_manifest(self.project, this_try.dag_id, this_try.run_id, self.state_url, self.log)
         return publish(
             published,
             self.log,
