@@ -27,6 +27,7 @@ from dbtflow.airflow.state_aware import full_refresh
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.task_states import read_task_states
 from dbtflow.airflow.task_try import task_try
+from dbtflow.airflow.together import consume_own, plan_together
 from dbtflow.airflow.triggers import InvocationTrigger, NodeResultTrigger
 from dbtflow.monitoring.builds import builds_recorder, prepare_state_aware, record_unchanged
 from dbtflow.monitoring.deadlines import ModelDeadlines
@@ -36,6 +37,7 @@ from dbtflow.project.config import DbtProject
 from dbtflow.project.manifest import load_graph, load_manifest
 from dbtflow.project.results import NodeResult
 from dbtflow.project.task_results import TaskResults, failed_nodes, missing_nodes
+from dbtflow.state.manifests import keep_project_manifest
 from dbtflow.state.store import StateStore
 from dbtflow.state.task_try import TaskTry
 from dbtflow.streaming.consumer import TERMINAL_TASK_STATES, Action, Upstream
@@ -252,22 +254,27 @@ class DbtNodeOperator(DbtOperatorBase):
         )
 
     def _build_alone(self, context: Any) -> Any:
+        """Build the task's nodes in a dbt invocation of its own, with the nodes of the waiting
+        tasks downstream of it (``dbtflow.streaming.together``: one invocation per clear)."""
         task = task_try(context)
+        store = self._store()
+        together = plan_together(self, task, store, self.log)
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
-            outcome = self._run_claimed(task, self.unique_ids, on_event, context=context)
-        if outcome.held_elsewhere:
-            self.log.info(
-                "Another dbt invocation is building %s; waiting for its results.",
-                ", ".join(outcome.held_elsewhere),
-            )
-            self._defer_until_results(task)
-        assert outcome.run is not None
-        if outcome.run.error is not None:
-            raise AirflowException(f"dbt failed: {outcome.run.error}")
+            outcome = self._run_claimed(task, together.to_build, on_event, context=context)
         mine = set(self.unique_ids)
-        # Its own nodes, and whatever else its invocation ran and failed (a project hook).
-        results = [r for r in outcome.run.results if r.unique_id in mine or r.failed]
-        self._store().consume_invocation(outcome.invocation_id, task.try_number)
+        held = [uid for uid in outcome.held_elsewhere if uid in mine]
+        if held:
+            self.log.info("Another dbt invocation is building %s; waiting for its results.", ", ".join(held))
+            self._defer_until_results(task)
+        if outcome.run is not None and outcome.run.error is not None:
+            raise AirflowException(f"dbt failed: {outcome.run.error}")
+        along = set(together.along)
+        # Its own nodes, and whatever else its invocation ran and failed that no task reports (a
+        # project hook); the nodes built along are their tasks' to report and consume.
+        built = [] if outcome.run is None else outcome.run.results
+        results = [r.result for r in together.reused]
+        results += [r for r in built if r.unique_id in mine or (r.failed and r.unique_id not in along)]
+        consume_own(store, task, outcome.invocation_id, mine, together)
         return self._report(results)
 
 
@@ -357,6 +364,8 @@ class DbtProducerOperator(DbtOperatorBase):
         run_results = store.results_of_run(task.dag_id, task.run_id)
         judged = verdict(run_results, self.unique_ids, {outcome.invocation_id}, self.node_tasks)
         failure = None if judged.ok else judged.message()
+        if judged.ok:
+            keep_project_manifest(self.project, task.dag_id, task.run_id, self.state_url, self.log)
         return publish(
             TaskResults.of(judged.results, failure=failure, summary_on_failure=True),
             self.log,
