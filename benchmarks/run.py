@@ -10,7 +10,9 @@ Measured (wall time from outside the process; medians of ``--repeats`` runs):
   streamed under a real scheduler (LocalExecutor, the four Airflow components), trigger to end;
 - DAG-file load (DagBag in a fresh process) and its peak memory, dbtflow vs Cosmos's manifest
   load mode, at N = 100, 1000 and 5000;
-- retrying one failed model (``dbtflow retry``) against a bare ``dbt run --select`` of it.
+- retrying one failed model (``dbtflow retry``) against a bare ``dbt run --select`` of it;
+- a state-aware run with nothing changed next to the full run before it, at N = 100 and 1000
+  (``benchmarks.state_aware``; ``--state-aware-table`` measures it alone).
 
 Cosmos is installed by this script into its own virtualenv under ``benchmarks/work/``; it is
 never a dependency of dbtflow. The table goes to stdout and to ``benchmarks/results.md``.
@@ -26,7 +28,7 @@ import argparse
 import signal
 from pathlib import Path
 
-from benchmarks import scheduler_table, shapes
+from benchmarks import scheduler_table, shapes, state_aware
 from benchmarks.cosmos import cosmos_local, ensure_cosmos
 from benchmarks.harness import HERE, WORK, Result, log, repeat
 from benchmarks.projects import projects
@@ -48,6 +50,11 @@ def main() -> None:
         "--scheduler-load",
         action="store_true",
         help="only the scheduler-load comparison at N=1000 (updates its section of results.md)",
+    )
+    parser.add_argument(
+        "--state-aware-table",
+        action="store_true",
+        help="only a state-aware run with nothing changed against the full run (N=100, 1000)",
     )
     parser.add_argument(
         "--shapes-table",
@@ -97,6 +104,11 @@ def main() -> None:
         print("\n".join(section))
         results = args.results
         results.write_text(replace_section(results.read_text(), "## Scheduler load", section))
+        return
+    if args.state_aware_table:
+        WORK.mkdir(exist_ok=True)
+        report = args.results.read_text() if args.results.exists() else "# dbtflow benchmark results\n"
+        args.results.write_text(_state_aware_table(report, [100, 1000], args.slow_repeats))
         return
     if args.shapes_table or args.scheduler_table:
         tables_only(args)
@@ -189,8 +201,9 @@ def new_tables(report: str, args: argparse.Namespace) -> str:
     smallest project of each. Rows not measured keep their last measurement.
     """
     old = args.results.read_text() if args.results.exists() else ""
-    for heading in (shapes.HEADING, scheduler_table.HEADING):
+    for heading in (shapes.HEADING, scheduler_table.HEADING, state_aware.HEADING):
         report = _carry(report, old, heading)
+    report = _state_aware_table(report, [100] if args.quick else [100, 1000], args.slow_repeats)
     if args.quick:
         keys, sizes = ["chain10"], ["14"]
     else:
@@ -203,6 +216,11 @@ def new_tables(report: str, args: argparse.Namespace) -> str:
         measured = scheduler_table.measure(sizes, args.sides, args.slow_repeats)
         report = scheduler_table.update(report, measured)
     return report
+
+
+def _state_aware_table(report: str, sizes: list[int], repeats: int) -> str:
+    by_key = projects(sizes)
+    return state_aware.update(report, state_aware.measure([by_key[f"n{n}"] for n in sizes], max(repeats, 2)))
 
 
 def tables_only(args: argparse.Namespace) -> None:

@@ -1,0 +1,67 @@
+"""What a state-aware run costs when nothing changed, next to the full run before it.
+
+For each layered project, one DuckDB file and one DAG id: a first ``dbtflow run --state-aware``
+builds everything (a full run, plus the measuring of sources and the recording of each build),
+then each further run with nothing changed leaves every model out (the generated projects read
+seeds and ``range()``, no source: nothing of unknown freshness). Both are ``dbtflow run`` wall
+and CPU times, from a new process each.
+"""
+
+from __future__ import annotations
+
+from benchmarks.harness import BIN, THREADS, Result, log, timed_cpu
+from benchmarks.projects import Project, fresh_database
+from benchmarks.report import replace_section
+from benchmarks.scenarios import dbtflow_env
+
+HEADING = "## State-aware runs"
+
+
+def _run(project: Project, env: dict[str, str], dag_id: str) -> tuple[float, float]:
+    command = [
+        str(BIN / "dbtflow"), "run", str(project.path), "--state-aware", "--dag-id", dag_id,
+        "--threads", THREADS, "--progress", "none",
+    ]  # fmt: skip
+    return timed_cpu(command, env=env, cwd=project.path)
+
+
+def measure(projects: list[Project], repeats: int) -> dict[str, tuple[Result, Result]]:
+    """Per project: the first (full) state-aware run, and the runs with nothing changed."""
+    found: dict[str, tuple[Result, Result]] = {}
+    for project in projects:
+        env = dbtflow_env(project, fresh_database(project))
+        dag_id = f"bench_state_aware_{project.path.name}"
+        full, unchanged = Result("full"), Result("unchanged")
+        wall, cpu = _run(project, env, dag_id)
+        full.seconds.append(wall)
+        full.cpu.append(cpu)
+        for _ in range(repeats):
+            wall, cpu = _run(project, env, dag_id)
+            unchanged.seconds.append(wall)
+            unchanged.cpu.append(cpu)
+        log(f"{project.name} state-aware: full {full.cell()}, nothing changed {unchanged.cell()}")
+        found[project.name] = (full, unchanged)
+    return found
+
+
+def update(report: str, measured: dict[str, tuple[Result, Result]]) -> str:
+    """``report`` with the state-aware table (this measurement's rows)."""
+    lines = [
+        HEADING,
+        "",
+        "`dbtflow run --state-aware` on one DuckDB file: the first run builds everything; a run with "
+        "nothing changed builds nothing (every task skipped, saying why). Wall time (CPU of the whole "
+        "process tree), median.",
+        "",
+        "| project | full run (first, state-aware) | nothing changed | saved |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, (full, unchanged) in measured.items():
+        saved = "-"
+        if full.median and unchanged.median is not None:
+            saved = f"{100 * (1 - unchanged.median / full.median):.0f} %"
+        lines.append(
+            f"| {name} | {full.cell()} ({full.cpu_cell()}) | {unchanged.cell()} ({unchanged.cpu_cell()}) "
+            f"| {saved} |"
+        )
+    return replace_section(report, HEADING, lines)
