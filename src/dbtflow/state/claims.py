@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from dbtflow.project.results import FAILED_STATUSES, SKIPPED_STATUSES
 from dbtflow.state.invocations import InvocationInfo, InvocationState, info_of, lock_run
-from dbtflow.state.schema import claims, invocations, results
+from dbtflow.state.schema import claims, invocations, results, writers
 from dbtflow.state.task_try import TaskTry
 
 
@@ -47,6 +47,7 @@ class Claims:
         with self.engine.begin() as conn:
             lock_run(conn, dag_id, run_id)
             holders = _claim_holders(conn, dag_id, run_id)
+            _mark_dead(conn, dag_id, run_id)
             taken = {uid for uid, info in holders.items() if info is not None and info.alive}
             if skip_succeeded:
                 taken |= _succeeded(conn, dag_id, run_id)
@@ -79,6 +80,28 @@ class Claims:
                     ],
                 )
         return invocation_id, mine
+
+
+def _mark_dead(conn: Connection, dag_id: str, run_id: str) -> None:
+    """Record ``died`` (with the time it was noticed) every invocation of the run still ``running``
+    whose process is gone: a new invocation of the run is the next component to see it, and a
+    killed one would otherwise stay ``running`` for good."""
+    rows = conn.execute(
+        sa.select(invocations).where(
+            invocations.c.dag_id == dag_id,
+            invocations.c.run_id == run_id,
+            invocations.c.state == InvocationState.RUNNING.value,
+        )
+    ).all()
+    for info in map(info_of, rows):
+        noticed = time.time()
+        if not info.alive:
+            conn.execute(
+                invocations.update()
+                .where(invocations.c.id == info.id, invocations.c.state == InvocationState.RUNNING.value)
+                .values(state=InvocationState.DIED.value, error=info.describe_death(), finished_at=noticed)
+            )
+            conn.execute(writers.delete().where(writers.c.invocation_id == info.id))
 
 
 def _succeeded(conn: Connection, dag_id: str, run_id: str) -> set[str]:
