@@ -27,6 +27,7 @@ import duckdb
 from benchmarks import generate as gen
 from benchmarks.harness import BIN, THREADS, WORK, Result, log, timed_cpu
 from benchmarks.projects import Project, fresh_database
+from benchmarks.report import replace_section
 from benchmarks.scenarios import dbtflow_env
 
 HEADING = "## Clearing a fixed failure and its dependants"
@@ -118,6 +119,11 @@ def table(failing: str, dependants: int, clear: Result, bare: Result) -> list[st
         f"| {failing} + {dependants} | {clear.cell()} ({clear.cpu_cell()}) | {bare.cell()} "
         f"({bare.cpu_cell()}) | {ratio} | {cpu_ratio} |",
     ]
+
+
+def update(report: str, repeats: int) -> str:
+    """``report`` with this scenario's section, measured now (``make bench``)."""
+    return replace_section(report, HEADING, table(*measure(repeats)))
 
 
 def main() -> None:

@@ -12,7 +12,9 @@ Measured (wall time from outside the process; medians of ``--repeats`` runs):
   load mode, at N = 100, 1000 and 5000;
 - retrying one failed model (``dbtflow retry``) against a bare ``dbt run --select`` of it;
 - a state-aware run with nothing changed next to the full run before it, at N = 100 and 1000
-  (``benchmarks.state_aware``; ``--state-aware-table`` measures it alone).
+  (``benchmarks.state_aware``; ``--state-aware-table`` measures it alone);
+- clearing a fixed failure and its 36 dependants (one dbt invocation) against ``dbt build
+  --select`` of the same nodes (``benchmarks.clear``; ``python -m benchmarks.clear`` alone).
 
 Cosmos is installed by this script into its own virtualenv under ``benchmarks/work/``; it is
 never a dependency of dbtflow. The table goes to stdout and to ``benchmarks/results.md``.
@@ -28,7 +30,7 @@ import argparse
 import signal
 from pathlib import Path
 
-from benchmarks import scheduler_table, shapes, state_aware
+from benchmarks import clear, scheduler_table, shapes, state_aware
 from benchmarks.cosmos import cosmos_local, ensure_cosmos
 from benchmarks.harness import HERE, WORK, Result, log, repeat
 from benchmarks.projects import projects
@@ -201,8 +203,9 @@ def new_tables(report: str, args: argparse.Namespace) -> str:
     smallest project of each. Rows not measured keep their last measurement.
     """
     old = args.results.read_text() if args.results.exists() else ""
-    for heading in (shapes.HEADING, scheduler_table.HEADING, state_aware.HEADING):
+    for heading in (shapes.HEADING, scheduler_table.HEADING, state_aware.HEADING, clear.HEADING):
         report = _carry(report, old, heading)
+    report = clear.update(report, max(args.slow_repeats, 2))
     report = _state_aware_table(report, [100] if args.quick else [100, 1000], args.slow_repeats)
     if args.quick:
         keys, sizes = ["chain10"], ["14"]
