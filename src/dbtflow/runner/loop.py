@@ -23,8 +23,13 @@ from dbtflow.runner.forked_dbt import ForkedDbt
 from dbtflow.runner.triggerer import InlineTriggerer
 from dbtflow.runner.workers import BackgroundWarmUp, WorkerPool, warm_up_execution_api
 
-#: How long the loop waits for an event before looking at its workers again.
+#: How long the loop waits for an event before looking at its workers again (while none runs,
+#: only trigger events, which wake it at once, and the next pass are waited for).
 TICK_S = 0.02
+IDLE_TICK_S = 0.25
+#: Trigger events come in bursts (one reading of the run's feed ends every task whose node dbt
+#: finished since the last): the pass after one waits this long, so that the burst gets one pass.
+SETTLE_S = 0.05
 #: A scheduling pass runs at least this often even when nothing happened.
 IDLE_PASS_S = 1.0
 
@@ -201,30 +206,32 @@ class LocalDagRun:
         """Schedule, dispatch and apply events until the DAG run ends.
 
         A scheduling pass (dependencies, dispatch, triggers) runs only when something happened (a
-        trigger fired, a worker ended) or once a second; between passes the loop only waits for
-        events, so it leaves the CPU to dbt.
+        trigger fired: after ``SETTLE_S``; a worker ended: at once) or once a second; between
+        passes the loop only waits for events, so it leaves the CPU to dbt.
         """
         from airflow.models.trigger import Trigger
 
         next_pass = 0.0
         last_clean = time.monotonic()
         while True:
-            changed = False
-            for trigger_id, event, error in self.triggerer.events():
+            events = self.triggerer.events()
+            for trigger_id, event, error in events:
                 if error is not None:
                     Trigger.submit_failure(trigger_id, error, session=session)
                 else:
                     Trigger.submit_event(trigger_id, event, session=session)
+            if events:
                 session.commit()
-                changed = True
+            now = time.monotonic()
+            if events:
+                next_pass = min(next_pass, now + SETTLE_S)
             for worker, code in self.pool.reap():
-                changed = True
+                next_pass = now
                 if code != 0:
                     self._fail_lost_task(worker.task_id, worker.map_index, code, session)
             if self.forked_dbt is not None:
                 self.forked_dbt.reap()
-            now = time.monotonic()
-            if changed or now >= next_pass:
+            if now >= next_pass:
                 state = self._pass(session)
                 if state is not None:
                     return state
@@ -233,7 +240,8 @@ class LocalDagRun:
                 Trigger.clean_unused(session=session)
                 session.commit()
                 last_clean = now
-            self.triggerer.wait(TICK_S)
+            tick = TICK_S if self.pool.running else IDLE_TICK_S
+            self.triggerer.wait(max(0.0, min(tick, next_pass - time.monotonic())))
 
     def _pass(self, session: Any) -> str | None:
         """One scheduling pass; returns the run's final state once it has ended."""

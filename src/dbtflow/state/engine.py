@@ -48,10 +48,22 @@ def sql_engine(url: str, metadata: sa.MetaData, pooling: Pooling) -> Engine:
 
 def _create(url: str, pooling: Pooling) -> Engine:
     if pooling is Pooling.PER_USE:
-        return sa.create_engine(url, poolclass=sa.pool.NullPool)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        if url.startswith("sqlite"):
+            # Written to by dbt's process once per batch of node results: without these, each
+            # write waited for several fsyncs (about 4 % of that process's samples on 2026-12-03).
+            _write_ahead(engine)
+        return engine
     if not url.startswith("sqlite"):
         return sa.create_engine(url, pool_pre_ping=True)
     engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+    _write_ahead(engine)
+    return engine
+
+
+def _write_ahead(engine: Engine) -> None:
+    """SQLite: write ahead (readers never block the writer) and sync at checkpoints only (a
+    power cut may lose the last commits, never corrupt the file)."""
 
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -59,5 +71,3 @@ def _create(url: str, pooling: Pooling) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
-
-    return engine
