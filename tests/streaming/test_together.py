@@ -65,7 +65,10 @@ def _live() -> InvocationInfo:
     )
 
 
-def _plan(task_states: dict[str, str | None], states: NodeStates = NodeStates({}, {})) -> tuple[list, list]:
+NOTHING = NodeStates({}, {})
+
+
+def _plan(task_states: dict[str, str | None], states: NodeStates = NOTHING) -> tuple[list[str], list[str]]:
     together = build_together(TASKS["a"], DOWNSTREAM_OF_A, TASKS, task_states, states)
     return together.to_build, together.tasks
 
