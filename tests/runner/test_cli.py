@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lineage_receiver import NAMESPACE, lineage_receiver
+
 from conftest import EXAMPLE, copy_project, run_cli
 
 
@@ -42,15 +44,43 @@ def test_run_executes_every_task_and_writes_the_summary(
 def test_run_exit_code_is_1_when_a_task_fails(own_bikeshare: Path, airflow_db: Path, tmp_path: Path) -> None:
     (own_bikeshare / "models" / "marts" / "dim_stations.sql").write_text("select * from nowhere\n")
     summary = tmp_path / "summary.json"
-    done = run_cli("run", str(own_bikeshare), "--progress", "none", "--summary-json", str(summary))
+    with lineage_receiver() as receiver:
+        done = run_cli(
+            "run",
+            str(own_bikeshare),
+            "--progress",
+            "none",
+            "--summary-json",
+            str(summary),
+            env=receiver.env(),
+        )
     assert done.returncode == 1, done.stdout + done.stderr
-    states = {t["task_id"]: t["state"] for t in json.loads(summary.read_text())["tasks"]}
+    outcome = json.loads(summary.read_text())
+    states = {t["task_id"]: t["state"] for t in outcome["tasks"]}
     assert states["dim_stations"] == "failed"
     # dbt skips the dependants of a failed model; their streamed tasks end upstream_failed, as
     # Airflow shows them, and dbt_build fails as `dbt build` exits 1.
     assert states["station_daily_usage"] == "upstream_failed"
     assert states["dbt_build"] == "failed"
     assert states["fct_trips"] == "success"
+    # OpenLineage with the provider configured: the forked dbt (the head start) sends each node's
+    # events, with the producer task's run as their parent, as the task itself would.
+    by_node = receiver.node_events(outcome["dag_id"])
+    assert sorted(e["eventType"] for e in by_node["model.bikeshare.fct_trips"]) == ["COMPLETE", "START"]
+    assert sorted(e["eventType"] for e in by_node["model.bikeshare.dim_stations"]) == ["FAIL", "START"]
+    assert "model.bikeshare.station_daily_usage" not in by_node  # skipped: it never ran
+    parents = {json.dumps(e["run"]["facets"]["parent"], sort_keys=True) for v in by_node.values() for e in v}
+    assert len(parents) == 1, parents
+    parent = json.loads(parents.pop())
+    assert (parent["job"]["namespace"], parent["job"]["name"]) == (
+        NAMESPACE,
+        f"{outcome['dag_id']}.dbt_build",
+    )
+    assert (parent["root"]["job"]["namespace"], parent["root"]["job"]["name"]) == (
+        NAMESPACE,
+        outcome["dag_id"],
+    )
+    assert parent["run"]["runId"] == _provider_run_id(outcome["dag_id"], outcome["run_id"], "dbt_build")
 
 
 def test_render_prints_the_task_graph_and_runs_nothing(bikeshare_dir: Path, warehouse: Path) -> None:
@@ -125,3 +155,23 @@ def test_dbt_compile_error(tmp_path: Path, sql: str) -> None:
     (project / "models" / "marts" / "broken.sql").write_text(sql + "\n")
     line = _one_clear_line(run_cli("render", str(project)))
     assert "dbt could not parse the project" in line and "broken" in line
+
+
+def _provider_run_id(dag_id: str, run_id: str, task_id: str) -> str:
+    """The OpenLineage run id Airflow's provider gives try 1 of a task of the embedded Airflow's run."""
+    from airflow.models import DagRun
+    from airflow.providers.openlineage import conf
+    from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        dag_run = session.query(DagRun).filter_by(dag_id=dag_id, run_id=run_id).one()
+        logical_date = dag_run.logical_date or dag_run.run_after
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW__OPENLINEAGE__NAMESPACE", NAMESPACE)  # part of the id
+        assert conf.namespace() == NAMESPACE  # (the provider caches nothing under pytest)
+        return str(
+            OpenLineageAdapter.build_task_instance_run_id(
+                dag_id=dag_id, task_id=task_id, try_number=1, logical_date=logical_date, map_index=-1
+            )
+        )

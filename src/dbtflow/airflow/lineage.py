@@ -7,13 +7,16 @@ COMPLETE (or FAIL, with dbt's message), with the relations it read as inputs and
 wrote as output (named as ``dbtflow.project.relations`` names them, as the assets are), its SQL,
 and a parent facet pointing to the Airflow task's OpenLineage run (the provider's own macros
 make its ids). They are sent from where a node's result becomes known on the worker (the
-producer's results callback, or a build task's results), on a thread of their own so that a
-slow receiver never holds up dbt's results. Nothing happens unless the provider is installed
-and configured (``[openlineage] transport``, as for the rest of Airflow).
+producer's results callback, or a build task's results, or the dbt process that ``dbtflow run``
+forks for the producer, which has no task context: ``run_parent`` makes the same parent ids from
+the DAG run as the provider's macros do), on a thread of their own so that a slow receiver never
+holds up dbt's results. Nothing happens unless the provider is installed and configured
+(``[openlineage] transport``, as for the rest of Airflow).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +29,7 @@ from dbtflow.project.graph import DbtGraph
 from dbtflow.project.manifest import load_graph, load_manifest
 from dbtflow.project.relations import Relation, Warehouse, relation_of, relation_parts, warehouse_of
 from dbtflow.project.results import NodeResult
+from dbtflow.state.task_try import TaskTry
 
 ResultsCallback = Callable[[Sequence[NodeResult]], None]
 PRODUCER = "https://github.com/dbtflow/dbtflow"
@@ -42,26 +46,83 @@ def lineage_enabled() -> bool:
     return not conf.is_disabled()
 
 
+def task_parent(context: Any) -> dict[str, str]:
+    """The parent of a task's node runs: the Airflow task's OpenLineage run (the provider's macros)."""
+    from airflow.providers.openlineage.plugins import macros
+
+    ti = context["ti"]
+    return {
+        "dag_id": str(ti.dag_id),
+        "namespace": macros.lineage_job_namespace(),
+        "run_id": macros.lineage_run_id(ti),
+        "job_name": macros.lineage_job_name(ti),
+        "root_run_id": macros.lineage_root_run_id(ti),
+        "root_job_name": macros.lineage_root_job_name(ti),
+        "root_namespace": macros.lineage_root_job_namespace(ti),
+    }
+
+
+def run_parent(dag_run: Any, task: TaskTry) -> dict[str, str] | None:
+    """The same parent for a task try known only by its DAG run (``dbtflow run``'s forked dbt),
+    built as the provider's macros build it; ``None`` when OpenLineage is not configured."""
+    if not lineage_enabled():
+        return None
+    from airflow.providers.openlineage import conf
+    from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+    from airflow.providers.openlineage.utils.utils import (
+        get_parent_information_from_dagrun_conf,
+        get_root_information_from_dagrun_conf,
+    )
+
+    logical_date = getattr(dag_run, "logical_date", None) or dag_run.run_after
+    run_conf = dag_run.conf or {}
+    # The DAG run's conf may name the root (a run triggered by another job), else the DAG run is it.
+    root = get_root_information_from_dagrun_conf(run_conf) or {
+        f"root_{k}": v for k, v in get_parent_information_from_dagrun_conf(run_conf).items()
+    }
+    namespace = conf.namespace()
+    return {
+        "dag_id": task.dag_id,
+        "namespace": namespace,
+        "run_id": OpenLineageAdapter.build_task_instance_run_id(
+            dag_id=task.dag_id,
+            task_id=task.task_id,
+            try_number=task.try_number,
+            logical_date=logical_date,
+            map_index=task.map_index,
+        ),
+        "job_name": f"{task.dag_id}.{task.task_id}",
+        "root_run_id": root.get("root_parent_run_id")
+        or OpenLineageAdapter.build_dag_run_id(
+            dag_id=task.dag_id, logical_date=logical_date, clear_number=dag_run.clear_number
+        ),
+        "root_job_name": root.get("root_parent_job_name") or task.dag_id,
+        "root_namespace": root.get("root_parent_job_namespace") or namespace,
+    }
+
+
+def stop_listeners(component: Any) -> None:
+    """Call Airflow's listeners' ``before_stopping`` hook, as Airflow's own components do when they
+    stop: the OpenLineage listener sends a DAG run's last event from a process pool, whose process
+    would otherwise outlive ``dbtflow run`` (holding its output open) with the event unsent."""
+    from airflow.listeners.listener import get_listener_manager
+
+    try:
+        get_listener_manager().hook.before_stopping(component=component)
+    except Exception as exc:  # a listener's failure is no reason to fail the run
+        logging.getLogger(__name__).warning("An Airflow listener failed while stopping: %s", exc)
+
+
 class NodeLineage:
     """Sends the START and COMPLETE/FAIL events of each node result it is given."""
 
-    def __init__(self, project: DbtProject, context: Any, log: Any) -> None:
-        from airflow.providers.openlineage.plugins import macros
-        from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
-
-        ti = context["ti"]
+    def __init__(self, project: DbtProject, parent: dict[str, str], log: Any) -> None:
         self.project = project
         self.log = log
-        self.dag_id = str(ti.dag_id)
-        self.namespace = macros.lineage_job_namespace()
-        self.parent = {
-            "run_id": macros.lineage_run_id(ti),
-            "job_name": macros.lineage_job_name(ti),
-            "root_run_id": macros.lineage_root_run_id(ti),
-            "root_job_name": macros.lineage_root_job_name(ti),
-            "root_namespace": macros.lineage_root_job_namespace(ti),
-        }
-        self.adapter = OpenLineageAdapter()
+        self.dag_id = parent["dag_id"]
+        self.namespace = parent["namespace"]
+        self.parent = parent
+        self.adapter: Any = None
         self._graph: DbtGraph | None = None
         self._warehouse: Warehouse | None = None
         self._manifest: Any = None
@@ -77,6 +138,15 @@ class NodeLineage:
         self.thread.join(DRAIN_TIMEOUT_S)
 
     def _send(self) -> None:
+        # Imported here, off the caller's thread: the forked dbt of `dbtflow run` has not
+        # imported Airflow, and its first results need not wait for that.
+        try:
+            from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+
+            self.adapter = OpenLineageAdapter()
+        except Exception as exc:  # lineage is a by-product: the run's outcome stands
+            self.log.warning("Could not start sending OpenLineage events: %s", exc)
+            return
         while (batch := self.queue.get()) is not None:
             for result in batch:
                 try:
@@ -167,14 +237,22 @@ class NodeLineage:
 
 @contextmanager
 def node_lineage(
-    project: DbtProject, context: Any, log: Any, also: ResultsCallback | None = None
+    project: DbtProject,
+    context: Any,
+    log: Any,
+    also: ResultsCallback | None = None,
+    *,
+    parent: dict[str, str] | None = None,
 ) -> Iterator[ResultsCallback | None]:
     """A results callback that sends each node's events (and passes the results to ``also``), or
-    ``also`` alone when OpenLineage is not configured or there is no task context."""
-    if context is None or not lineage_enabled():
-        yield also
-        return
-    lineage = NodeLineage(project, context, log)
+    ``also`` alone when OpenLineage is not configured or there is no task context. ``parent``
+    (from ``run_parent``) stands for the context where there is none."""
+    if parent is None:
+        if context is None or not lineage_enabled():
+            yield also
+            return
+        parent = task_parent(context)
+    lineage = NodeLineage(project, parent, log)
 
     def callback(results: Sequence[NodeResult]) -> None:
         if also is not None:
