@@ -49,13 +49,16 @@ def decide_once(
 def wait_for_live_holders(store: StateStore, task: TaskTry, nodes: Sequence[str], log: Any) -> None:
     """Block while a live invocation of ``task``'s DAG run claims any of ``nodes``, saying so."""
     states = store.node_states(task.dag_id, task.run_id, nodes)
-    live = [uid for uid, info in states.holders.items() if info.alive]
+    live = {uid: info for uid, info in states.holders.items() if info.alive}
     if live:
+        # Named, so that a reader can check the holder (its pid, its heartbeat) for themselves.
+        holders = {f"task {i.task_id} try {i.try_number}, pid {i.pid} on {i.host}" for i in live.values()}
         log.info(
-            "%d node(s) are being built by another invocation of this run; waiting for them.",
+            "%d node(s) are being built by another live dbt invocation of this run (%s); waiting for them.",
             len(live),
+            "; ".join(sorted(holders)),
         )
-        wait_for_holders(store, task, live)
+        wait_for_holders(store, task, list(live))
 
 
 def wait_for_holders(store: StateStore, task: TaskTry, nodes: Sequence[str], poll: float = 1.0) -> None:
