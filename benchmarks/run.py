@@ -30,7 +30,7 @@ import argparse
 import signal
 from pathlib import Path
 
-from benchmarks import clear, scheduler_table, shapes, state_aware
+from benchmarks import assets_cost, clear, scheduler_table, shapes, state_aware
 from benchmarks.cosmos import cosmos_local, ensure_cosmos
 from benchmarks.harness import HERE, WORK, Result, log, repeat
 from benchmarks.projects import projects
@@ -205,7 +205,12 @@ def new_tables(report: str, args: argparse.Namespace) -> str:
     old = args.results.read_text() if args.results.exists() else ""
     for heading in (shapes.HEADING, scheduler_table.HEADING, state_aware.HEADING, clear.HEADING):
         report = _carry(report, old, heading)
+    report = _carry(report, old, assets_cost.HEADING)
     report = clear.update(report, max(args.slow_repeats, 2))
+    n100 = projects([100])["n100"]
+    report = assets_cost.update(
+        report, n100, assets_cost.measure(n100, 1 if args.quick else max(args.repeats, 3))
+    )
     report = _state_aware_table(report, [100] if args.quick else [100, 1000], args.slow_repeats)
     if args.quick:
         keys, sizes = ["chain10"], ["14"]
