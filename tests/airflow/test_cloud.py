@@ -17,6 +17,7 @@ import pytest
 from dbtflow.monitoring.history import History
 from dbtflow.testing.deployment import airflow_deployment
 from fake_dbt_cloud import FakeDbtCloud, FakeJob
+from lineage_receiver import NAMESPACE, lineage_receiver
 
 from conftest import AIRFLOW_HOME, TLS_CERT, TLS_KEY
 from dagtest import dag_file, run_dag
@@ -84,6 +85,46 @@ def test_a_successful_job_publishes_every_nodes_result(cloud: FakeDbtCloud, airf
     # The job's per-node results went into the run-time history too.
     recorded = {r.unique_id for r in History().runs(dag_id="cloud_ok")}
     assert recorded == {uid for uid, _ in NODES}
+
+
+def test_a_job_with_its_project_sends_lineage_per_node(
+    cloud: FakeDbtCloud,
+    bikeshare_dir: Path,
+    warehouse: Path,
+    airflow_db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nodes = [
+        ("seed.bikeshare.raw_trips", []),
+        ("model.bikeshare.stg_trips", ["seed.bikeshare.raw_trips"]),
+        ("model.bikeshare.fct_trips", ["model.bikeshare.stg_trips"]),
+        ("model.bikeshare.station_daily_usage", ["model.bikeshare.fct_trips"]),
+    ]
+    cloud.add_job(FakeJob(id=15, nodes=nodes, failing={"model.bikeshare.fct_trips"}))
+    source = f"""
+        from dbtflow import DbtProject, dbt_dag
+        from dbtflow.airflow.cloud import DbtCloudJob
+        dag = dbt_dag(
+            DbtProject({str(bikeshare_dir)!r}), dag_id="cloud_lineage", pattern="cloud",
+            cloud_job=DbtCloudJob(job_id=15, check_interval=0.2),
+        )
+    """
+    with lineage_receiver() as receiver:
+        for key, value in receiver.env().items():
+            monkeypatch.setenv(key, value)
+        with dag_file("cloud_lineage", source) as path:
+            state, _ = run_dag(path, "cloud_lineage")
+    assert state == "failed"
+    # Each node of run_results.json sends its events, with the relations the project names.
+    by_node = receiver.node_events("cloud_lineage")
+    assert sorted(e["eventType"] for e in by_node["model.bikeshare.stg_trips"]) == ["COMPLETE", "START"]
+    assert sorted(e["eventType"] for e in by_node["model.bikeshare.fct_trips"]) == ["FAIL", "START"]
+    assert "model.bikeshare.station_daily_usage" not in by_node  # skipped
+    stg = by_node["model.bikeshare.stg_trips"][-1]
+    assert [o["name"].rsplit(".", 1)[1] for o in stg["outputs"]] == ["stg_trips"]
+    assert [i["name"].rsplit(".", 1)[1] for i in stg["inputs"]] == ["raw_trips"]
+    parent = stg["run"]["facets"]["parent"]["job"]
+    assert (parent["namespace"], parent["name"]) == (NAMESPACE, "cloud_lineage.dbt_cloud_job")
 
 
 def test_an_errored_job_fails_with_the_failed_models(cloud: FakeDbtCloud, airflow_db: Path) -> None:

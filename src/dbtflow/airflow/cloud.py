@@ -7,7 +7,10 @@ retrying from the failure by default) with what the other patterns give on top:
   the same way: a results table in the task log, the compact per-node summary as the XCom
   return value, and the task fails with the list of failed nodes;
 - when the task is killed while it waits in the triggerer (marked failed or cleared), the run is
-  cancelled in dbt Cloud (the provider's trigger leaves it running).
+  cancelled in dbt Cloud (the provider's trigger leaves it running);
+- with the project given (``dbt_dag(project, pattern="cloud", ...)``) and Airflow's OpenLineage
+  provider configured, each node of ``run_results.json`` sends its OpenLineage events, as a
+  node built by the other patterns does (``dbtflow.airflow.lineage``).
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from airflow.providers.dbt.cloud.hooks.dbt import DbtCloudHook, DbtCloudJobRunEx
 from airflow.providers.dbt.cloud.operators.dbt import DbtCloudRunJobOperator
 from airflow.providers.dbt.cloud.triggers.dbt import DbtCloudRunJobTrigger
 
+from dbtflow.airflow.lineage import send_node_lineage
 from dbtflow.airflow.publish import publish
 from dbtflow.airflow.task_try import task_try
 from dbtflow.monitoring.history import record_results
+from dbtflow.project.config import DbtProject
 from dbtflow.project.results import NodeResult, results_from_run_results
 from dbtflow.project.results_table import failure_summary
 from dbtflow.project.task_results import TaskResults
@@ -67,8 +72,17 @@ class DbtCloudJobOperator(DbtCloudRunJobOperator):
     ui_color = "#FF694B"
     ui_fgcolor = "#FFFFFF"
 
-    def __init__(self, *, deferrable: bool = True, retry_from_failure: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        deferrable: bool = True,
+        retry_from_failure: bool = True,
+        project: DbtProject | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(deferrable=deferrable, retry_from_failure=retry_from_failure, **kwargs)
+        #: The job's dbt project, when the DAG has it: the nodes' datasets and SQL for lineage.
+        self.project = project
 
     def defer(self, *, trigger: Any, method_name: str, **kwargs: Any) -> Any:
         if type(trigger) is DbtCloudRunJobTrigger:
@@ -113,6 +127,8 @@ class DbtCloudJobOperator(DbtCloudRunJobOperator):
             job_run_id=self.run_id,
             title=f"dbt Cloud run {self.run_id} results",
         )
+        if self.project is not None:
+            send_node_lineage(self.project, context, results, self.log)
         return publish(
             published,
             self.log,
@@ -152,6 +168,7 @@ def add_cloud_task(
     command: Sequence[str] = ("build",),
     selection: Sequence[str] = (),
     task_id: str = "dbt_cloud_job",
+    project: DbtProject | None = None,
     **operator_kwargs: Any,
 ) -> DbtCloudJobOperator:
     """The task of the cloud pattern, in the DAG or task group being defined. A selection (or a
@@ -167,5 +184,6 @@ def add_cloud_task(
         check_interval=job.check_interval,
         timeout=job.timeout,
         steps_override=steps,
+        project=project,
         **operator_kwargs,
     )

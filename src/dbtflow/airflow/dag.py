@@ -217,7 +217,11 @@ def add_dbt_tasks(
                     "pass cloud_job=DbtCloudJob(job_id=..., conn_id=...).",
                 )
             cloud_task = add_cloud_task(
-                cloud_job, command=command, selection=options.selection, **dict(operator_kwargs or {})
+                cloud_job,
+                command=command,
+                selection=options.selection,
+                project=project,
+                **dict(operator_kwargs or {}),
             )
             if assets and project is not None:
                 add_assets_task(project, [cloud_task], state_url=state_url)
