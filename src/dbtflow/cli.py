@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,12 @@ def _add_project_args(parser: argparse.ArgumentParser) -> None:
         choices=[e.value for e in Execution],
         help="one dbt invocation feeding every task (streamed) or one per task",
     )
+    parser.add_argument(
+        "--state-aware",
+        action="store_true",
+        help="leave out the models whose code, upstream models and sources' data have not changed "
+        "since their last successful build by this DAG",
+    )
 
 
 def _plan_options(args: argparse.Namespace) -> PlanOptions:
@@ -79,6 +86,7 @@ def _plan_options(args: argparse.Namespace) -> PlanOptions:
         tests=args.tests,
         execution=args.execution,
         group_by=args.group_by,
+        state_aware=args.state_aware,
     )
 
 
@@ -120,6 +128,22 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         "--no-head-start",
         action="store_true",
         help="start dbt only when a task asks for it, not while Airflow starts (slower; for comparison)",
+    )
+    parser.add_argument(
+        "--no-assets",
+        action="store_true",
+        help="emit no Airflow asset event per node built (dbt_dag(assets=False): no dbt_assets task)",
+    )
+    parser.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="with --state-aware: build every model this run, changed or not",
+    )
+    parser.add_argument(
+        "--defer-to",
+        metavar="DAG_ID",
+        help="slim CI: build state:modified+ only (or the selection given), reading unchanged parents "
+        "from DAG_ID's last successful run (dbt's --state and --defer, with the manifest dbtflow kept)",
     )
     parser.add_argument("--retries", type=int, default=0, help="Airflow retries of each task")
     parser.add_argument("--retry-delay", type=float, default=60.0, help="seconds between tries")
@@ -221,9 +245,12 @@ def _request(args: argparse.Namespace) -> Any:
         dag_id=args.dag_id,
         concurrency=args.concurrency,
         head_start=not args.no_head_start,
+        assets=not args.no_assets,
         progress=args.progress,
         retries=args.retries,
         retry_delay_s=args.retry_delay,
+        full_refresh=args.full_refresh,
+        defer_to=args.defer_to,
     )
 
 
@@ -257,7 +284,9 @@ def _finish(outcome: Any, summary_json: Path | None) -> int:
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(outcome.to_dict(), indent=2) + "\n")
-    all_ok = outcome.state == "success" and all(t.state == "success" for t in outcome.tasks)
+    # A task skipped in a successful run was left out by a state-aware run (a failure's
+    # dependants are skipped too, but then the failed task fails the run).
+    all_ok = outcome.state == "success" and all(t.state in ("success", "skipped") for t in outcome.tasks)
     return 0 if all_ok else EXIT_FAILED_RUN
 
 
@@ -403,19 +432,28 @@ def _quiet_third_party_warnings() -> None:
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
 
 
+#: Commands that drive a DAG run: Ctrl-C stops it (a second Ctrl-C exits at once).
+_RUNS_DBT = frozenset({"run", "retry", "demo"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _quiet_semaphore_warnings()
     _quiet_third_party_warnings()
     args = build_parser().parse_args(argv)
     handlers = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "timings": _timings}
     handler = {**handlers, "report": _report, "airflow": _airflow, "ui": _ui, "docs": _docs}[args.command]
+    if args.command in _RUNS_DBT and threading.current_thread() is threading.main_thread():
+        from dbtflow.runner.processes import exit_on_second_interrupt
+
+        exit_on_second_interrupt()
     try:
         code = handler(args)
     except DbtflowError as exc:
         print(f"dbtflow: error: {exc}", file=sys.stderr)
         code = EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("dbtflow: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # A run says that it is marked failed and how to resume it (RunInterrupted).
+        print(f"dbtflow: {str(exc) or 'interrupted'}", file=sys.stderr)
         code = 130
     if argv is None and args.command in _EXIT_AT_ONCE:
         _exit_now(code)

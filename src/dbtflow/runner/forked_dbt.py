@@ -15,11 +15,13 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dbtflow.project.config import DbtProject
+from dbtflow.runner.processes import die_with_parent
 from dbtflow.state.task_try import TaskTry
 
 _log = logging.getLogger(__name__)
@@ -38,8 +40,10 @@ class ForkedDbt:
 
     def fork(self) -> None:
         read_end, write_end = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
+            die_with_parent(parent)
             os.close(write_end)
             code = 0
             try:
@@ -60,11 +64,14 @@ class ForkedDbt:
         *,
         selection: Sequence[str] | None = None,
         skip_succeeded: bool = False,
+        lineage_parent: dict[str, str] | None = None,
     ) -> None:
         """Claim ``nodes`` for this process, on behalf of ``task``, and let it run dbt on them.
 
         The claim is registered here, before the process may even have finished importing dbt, so
-        every task of the run sees a live invocation from its first look.
+        every task of the run sees a live invocation from its first look. With
+        ``lineage_parent`` (``dbtflow.airflow.lineage.run_parent``), each node's OpenLineage
+        events are sent as the producer task would send them.
         """
         from dbtflow.state.store import StateStore
         from dbtflow.streaming.producer import claim_nodes
@@ -79,6 +86,7 @@ class ForkedDbt:
                 "claimed": outcome.claimed,
                 "held": outcome.held_elsewhere,
                 "selection": None if selection is None else list(selection),
+                "lineage_parent": lineage_parent,
             }
         )
 
@@ -86,10 +94,20 @@ class ForkedDbt:
         """Let the process exit without running dbt."""
         self._send(None)
 
-    def kill(self) -> None:
-        if self.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
+    def stop(self, grace_s: float = 2.0) -> None:
+        """End the process now (dbt dies mid-statement: the warehouse drops its open
+        transaction) and reap it; SIGKILL if it is still there after ``grace_s``."""
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while self.reap() is None and self.pid is not None:
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                deadline = float("inf")
+            time.sleep(0.02)
 
     def reap(self) -> int | None:
         """The process's exit status if it has ended (reaping it), else None."""
@@ -115,6 +133,7 @@ class ForkedDbt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         import dbt.cli.main  # noqa: F401  (the slow import, done while Airflow starts)
 
+        from dbtflow.airflow.lineage import node_lineage
         from dbtflow.monitoring.forwarding import EventForwarder
         from dbtflow.monitoring.history import results_recorder
         from dbtflow.project.manifest import load_graph, load_manifest
@@ -136,8 +155,13 @@ class ForkedDbt:
             claimed=message["claimed"],
             held_elsewhere=message["held"],
         )
-        # The producer task's sinks, as its operator would wire them: log forwarding and history.
-        with EventForwarder(task) as forwarder:
+        # The producer task's sinks, as its operator would wire them: log forwarding, history and
+        # (when configured) OpenLineage.
+        parent = message.get("lineage_parent")
+        with (
+            EventForwarder(task) as forwarder,
+            node_lineage(self.project, None, _log, results_recorder(task, _log), parent=parent) as on_results,
+        ):
             run_invocation(
                 self.project,
                 graph,
@@ -147,5 +171,5 @@ class ForkedDbt:
                 selection=message["selection"],
                 threads=self.threads,
                 on_event=forwarder,
-                on_results=results_recorder(task, _log),
+                on_results=on_results,
             )

@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from dbtflow.airflow import upstream_failed
+from dbtflow.airflow.lineage import stop_listeners
 from dbtflow.airflow.task_states import database_reader, use_reader
 from dbtflow.runner.display import FINISHED, RunDisplay, TaskRow
 from dbtflow.runner.forked_dbt import ForkedDbt
@@ -32,6 +34,8 @@ IDLE_TICK_S = 0.25
 SETTLE_S = 0.05
 #: A scheduling pass runs at least this often even when nothing happened.
 IDLE_PASS_S = 1.0
+#: When a run is stopped, how long its task processes get to end before they are killed.
+ABORT_GRACE_S = 1.0
 
 
 @dataclass
@@ -73,8 +77,9 @@ def scheduler_view(dag: Any) -> Any:
     return scheduler_dag
 
 
-def create_run(dag: Any) -> tuple[Any, Any]:
-    """Create a manual DAG run (state running) and return it with the scheduler's view of the DAG."""
+def create_run(dag: Any, conf: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """Create a manual DAG run (state running, with ``conf``) and return it with the scheduler's
+    view of the DAG."""
     from airflow import settings
     from airflow.models.dagrun import DagRun, get_or_create_dagrun
     from airflow.sdk import timezone
@@ -90,7 +95,7 @@ def create_run(dag: Any) -> tuple[Any, Any]:
         logical_date=now,
         data_interval=coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=now),
         run_after=now,
-        conf=None,
+        conf=conf,
         triggered_by=DagRunTriggeredByType.CLI,
         triggering_user_name=getpass.getuser(),
         start_date=now,
@@ -98,53 +103,6 @@ def create_run(dag: Any) -> tuple[Any, Any]:
     )
     session.commit()
     return run, scheduler_dag
-
-
-def clear_failed(dag: Any, run_id: str | None) -> tuple[Any, Any, set[str]]:
-    """Clear the failed and upstream-failed tasks of a DAG run with Airflow's own clear.
-
-    Returns the run (set running again), the scheduler's view of the DAG, and the cleared task ids.
-    """
-    from airflow import settings
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import clear_task_instances
-    from airflow.utils.state import DagRunState, TaskInstanceState
-    from sqlalchemy import select
-
-    from dbtflow.errors import DbtflowError
-
-    session = settings.get_session()()
-    query = select(DagRun).where(DagRun.dag_id == dag.dag_id)
-    query = query.where(DagRun.run_id == run_id) if run_id else query.order_by(DagRun.id.desc()).limit(1)
-    dag_run = session.scalars(query).first()
-    if dag_run is None:
-        which = f"run {run_id}" if run_id else "any run"
-        raise DbtflowError(
-            f"The DAG {dag.dag_id} has no {which} to retry.", "start one with `dbtflow run` first."
-        )
-    failed = (TaskInstanceState.FAILED, TaskInstanceState.UPSTREAM_FAILED)
-    all_tis = dag_run.get_task_instances(session=session)
-    failed_ids = {ti.task_id for ti in all_tis if ti.state in failed}
-    # And their downstream (Airflow's clear with include_downstream): the dependants of a failed
-    # streamed node end skipped, as dbt skips them.
-    downstream = {
-        d for task_id in failed_ids for d in dag.get_task(task_id).get_flat_relative_ids(upstream=False)
-    }
-    tis = [ti for ti in all_tis if ti.task_id in failed_ids or ti.task_id in downstream]
-    if not tis:
-        raise DbtflowError(
-            f"DAG run {dag_run.run_id} of {dag.dag_id} has no failed task to retry.",
-            "nothing to do; start a new run with `dbtflow run`.",
-        )
-    clear_task_instances(tis, session, dag_run_state=DagRunState.QUEUED, run_on_latest_version=True)
-    for ti in tis:
-        # A task that starts in the triggerer gets a new start date but would keep its old end date.
-        ti.start_date = ti.end_date = None
-    session.commit()
-    session.refresh(dag_run)
-    dag_run.set_state(DagRunState.RUNNING)
-    session.commit()
-    return dag_run, scheduler_view(dag), {ti.task_id for ti in tis}
 
 
 class LocalDagRun:
@@ -172,6 +130,8 @@ class LocalDagRun:
         self.triggerer = InlineTriggerer()
         # Streamed node tasks read their run's task states; in this process, from the database.
         use_reader(database_reader)
+        # ...and their upstream tasks' failure ends them upstream_failed, as in Airflow's triggerer.
+        upstream_failed.install()
         self._render_log = log_filename_template_renderer()
         self.pool = WorkerPool(dag, concurrency, self.log_path)
         # Done once in this process before the first task is forked: Airflow's API (on a thread
@@ -193,12 +153,13 @@ class LocalDagRun:
         session = settings.get_session()()
         try:
             state = self._loop(session)
-        except BaseException:
-            self._abort(session)
+        except BaseException as exc:
+            self._abort(session, exc)
             raise
         finally:
             self.triggerer.stop()
             self.pool.terminate()
+            stop_listeners(self)
         rows = self._rows(session)
         return RunOutcome(dag_id=self.dag.dag_id, run_id=self.run_id, state=state, tasks=rows)
 
@@ -341,17 +302,22 @@ class LocalDagRun:
             ti.set_state(TaskInstanceState.FAILED, session=session)
             session.commit()
 
-    def _abort(self, session: Any) -> None:
+    def _abort(self, session: Any, exc: BaseException) -> None:
+        """Stop dbt and the task processes at once, then fail the run as Airflow's "mark failed"
+        does (``dbtflow retry`` resumes it). A killed dbt leaves no half-built relation: it builds
+        each one in a transaction, which the warehouse drops uncommitted."""
         from airflow.models.dagrun import DagRun
-        from airflow.utils.state import DagRunState
+
+        from dbtflow.runner.owners import UNFINISHED_RUN_STATES, fail_run
 
         session.rollback()
-        dag_run = session.get(DagRun, self.dag_run_id)
-        if dag_run is not None and dag_run.state == DagRunState.RUNNING:
-            dag_run.set_state(DagRunState.FAILED)
-            session.commit()
         if self.forked_dbt is not None:
-            self.forked_dbt.kill()
+            self.forked_dbt.stop()
+        self.pool.terminate(grace_s=ABORT_GRACE_S)
+        dag_run = session.get(DagRun, self.dag_run_id)
+        if dag_run is not None and str(dag_run.state) in UNFINISHED_RUN_STATES:
+            why = "interrupted (Ctrl-C)" if isinstance(exc, KeyboardInterrupt) else f"stopped ({exc!r})"
+            fail_run(self.scheduler_dag, self.run_id, f"dbtflow {why}", session)
 
     def _rows(self, session: Any) -> list[TaskRow]:
         from airflow.models.dagrun import DagRun

@@ -6,14 +6,18 @@ dbt's import and the manifest load (in the forked process) overlap Airflow's sta
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from dbtflow.airflow.lineage import run_parent
 from dbtflow.errors import DbtflowError
 from dbtflow.plan.model import TaskPlan, TestMode
 from dbtflow.plan.options import PLAN_CHOICES, Pattern, PlanOptions
@@ -27,9 +31,21 @@ from dbtflow.runner.display import RunDisplay
 from dbtflow.runner.failures import local_reasons, with_errors
 from dbtflow.runner.forked_dbt import ForkedDbt
 from dbtflow.runner.home import embedded_airflow
-from dbtflow.runner.loop import LocalDagRun, RunOutcome, clear_failed, create_run, sync_dag
+from dbtflow.runner.loop import LocalDagRun, RunOutcome, create_run, sync_dag
+from dbtflow.runner.owners import (
+    UNFINISHED_RUN_STATES,
+    fail_abandoned_runs,
+    fail_run,
+    owners_lock,
+    record_owner,
+)
+from dbtflow.runner.resume import clear_for_retry, unreported_successes
+from dbtflow.runner.slim_ci import deferred
 from dbtflow.runner.timeline import StartUp
+from dbtflow.state.manifests import keep_project_manifest
 from dbtflow.state.task_try import TaskTry
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,9 +68,16 @@ class RunRequest:
     concurrency: int | None = None
     #: Start the streamed dbt invocation while Airflow starts (see ``dbtflow.runner.forked_dbt``).
     head_start: bool = True
+    #: An asset event per node built (``dbt_dag(assets=...)``).
+    assets: bool = True
     progress: str = "auto"
     retries: int = 0
     retry_delay_s: float = 60.0
+    #: A state-aware DAG builds everything in this run (the run's conf ``{"full_refresh": true}``).
+    full_refresh: bool = False
+    #: Slim CI: build ``state:modified+`` deferring to this DAG's last successful run
+    #: (``dbtflow.runner.slim_ci``).
+    defer_to: str | None = None
 
     def project(self) -> DbtProject:
         return DbtProject(
@@ -82,6 +105,10 @@ class RunRequest:
             args["tests"] = choices["tests"]
         if not self.plan.streamed:
             args["execution"] = choices["execution"]
+        if self.plan.state_aware:
+            args["state_aware"] = True
+        if not self.assets:
+            args["assets"] = False
         args["max_active_tasks"] = self.workers()
         if self.retries:
             args["default_args"] = {
@@ -117,6 +144,44 @@ class RunRequest:
         return cls(plan=PlanOptions.of(**choices), **values)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a DAG run; it is marked failed, and ``dbtflow retry`` resumes it."""
+
+    def __init__(self, dag_id: str, run_id: str) -> None:
+        super().__init__(dag_id, run_id)
+        self.dag_id, self.run_id = dag_id, run_id
+
+    def __str__(self) -> str:
+        return (
+            f"interrupted: DAG run {self.run_id} is marked failed; "
+            f"`dbtflow retry {self.dag_id}` resumes it (what succeeded is not built again)."
+        )
+
+
+@contextlib.contextmanager
+def _interruptible(scheduler_dag: Any, run_id: str, forked_dbt: ForkedDbt | None) -> Iterator[None]:
+    """On Ctrl-C, make sure dbt is stopped and the run failed (``LocalDagRun`` does both once it
+    drives the run) and raise ``RunInterrupted``."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, RunInterrupted):
+            raise
+        if forked_dbt is not None:
+            forked_dbt.stop()
+        from airflow import settings
+        from airflow.models.dagrun import DagRun
+        from sqlalchemy import select
+
+        session = settings.get_session()()
+        query = select(DagRun).where(DagRun.dag_id == scheduler_dag.dag_id, DagRun.run_id == run_id)
+        dag_run = session.scalars(query).first()
+        if dag_run is not None and str(dag_run.state) in UNFINISHED_RUN_STATES:
+            fail_run(scheduler_dag, run_id, "dbtflow interrupted (Ctrl-C)", session)
+        session.close()
+        raise RunInterrupted(scheduler_dag.dag_id, run_id) from None
+
+
 @dataclass
 class _Prepared:
     """What both ``run`` and ``retry`` set up before Airflow is imported."""
@@ -132,6 +197,8 @@ class _Prepared:
 
 def _prepare(request: RunRequest) -> _Prepared:
     """Activate the embedded Airflow, plan the DAG, write its file, and fork dbt."""
+    if request.defer_to:
+        request = deferred(request, request.defer_to)
     airflow_home = embedded_airflow()
     airflow_home.activate()
     project = request.project()
@@ -166,7 +233,9 @@ def _prepare(request: RunRequest) -> _Prepared:
         )
         request_file(spec.dag_id).write_text(recorded.to_json())
     forked_dbt = None
-    if plan.producer is not None and request.head_start:
+    # A state-aware run decides what to build in its producer task (after measuring the sources):
+    # no head start, which would build everything.
+    if plan.producer is not None and request.head_start and not request.plan.state_aware:
         forked_dbt = ForkedDbt(project=project, threads=request.threads)
         forked_dbt.fork()
     return _Prepared(
@@ -186,6 +255,7 @@ def _load_and_sync(prepared: _Prepared) -> Any:
         dag.task_dict[prepared.plan.producer].start_in_triggerer()
     embedded_airflow().ensure_database()
     sync_dag(dagbag)
+    fail_abandoned_runs()
     return dag
 
 
@@ -227,16 +297,26 @@ def run_project(request: RunRequest) -> RunOutcome:
     prepared = _prepare(request)
     try:
         dag = _load_and_sync(prepared)
-        dag_run, scheduler_dag = create_run(dag)
-        plan = prepared.plan
-        if prepared.forked_dbt is not None and plan.producer is not None:
-            prepared.forked_dbt.start(
-                TaskTry(dag.dag_id, dag_run.run_id, plan.producer, try_number=1),
-                plan.task(plan.producer).nodes,
-                selection=plan.producer_selection,
-                skip_succeeded=True,
-            )
-        return _drive(request, prepared, dag, scheduler_dag, dag_run)
+        with owners_lock():
+            dag_run, scheduler_dag = create_run(dag, {"full_refresh": True} if request.full_refresh else None)
+            record_owner(dag.dag_id, dag_run.run_id)
+        with _interruptible(scheduler_dag, dag_run.run_id, prepared.forked_dbt):
+            plan = prepared.plan
+            if prepared.forked_dbt is not None and plan.producer is not None:
+                producer = TaskTry(dag.dag_id, dag_run.run_id, plan.producer, try_number=1)
+                prepared.forked_dbt.start(
+                    producer,
+                    plan.task(plan.producer).nodes,
+                    selection=plan.producer_selection,
+                    skip_succeeded=True,
+                    lineage_parent=run_parent(dag_run, producer),
+                )
+            outcome = _drive(request, prepared, dag, scheduler_dag, dag_run)
+        if outcome.state == "success":
+            # For slim CI runs deferring to this DAG (the producer task keeps it too, unless it
+            # ended in the triggerer, attached to the head start).
+            keep_project_manifest(prepared.project, dag.dag_id, dag_run.run_id, None, _log)
+        return outcome
     finally:
         if prepared.forked_dbt is not None:
             prepared.forked_dbt.cancel()
@@ -279,22 +359,27 @@ def retry_project(request: RunRequest, run_id: str | None = None) -> RunOutcome:
     prepared = _prepare(request)
     try:
         dag = _load_and_sync(prepared)
-        dag_run, scheduler_dag, cleared = clear_failed(dag, run_id)
-        plan = prepared.plan
-        if prepared.forked_dbt is not None and plan.producer is not None:
-            produced = set(plan.task(plan.producer).nodes)
-            nodes = [
-                uid
-                for spec in plan.tasks
-                if spec.task_id in cleared
-                and spec.task_id != plan.producer
-                and produced.issuperset(spec.nodes)
-                for uid in spec.nodes
-            ]
-            prepared.forked_dbt.start(
-                TaskTry(dag.dag_id, dag_run.run_id, "dbtflow_retry", try_number=1), nodes
-            )
-        return _drive(request, prepared, dag, scheduler_dag, dag_run)
+        dag_run, scheduler_dag, cleared = clear_for_retry(dag, run_id)
+        with _interruptible(scheduler_dag, dag_run.run_id, prepared.forked_dbt):
+            plan = prepared.plan
+            if prepared.forked_dbt is not None and plan.producer is not None:
+                produced = set(plan.task(plan.producer).nodes)
+                nodes = [
+                    uid
+                    for spec in plan.tasks
+                    if spec.task_id in cleared
+                    and spec.task_id != plan.producer
+                    and produced.issuperset(spec.nodes)
+                    for uid in spec.nodes
+                ]
+                done = unreported_successes(dag.dag_id, dag_run.run_id, nodes)
+                retrying = TaskTry(dag.dag_id, dag_run.run_id, "dbtflow_retry", try_number=1)
+                prepared.forked_dbt.start(
+                    retrying,
+                    [uid for uid in nodes if uid not in done],
+                    lineage_parent=run_parent(dag_run, retrying),
+                )
+            return _drive(request, prepared, dag, scheduler_dag, dag_run)
     finally:
         if prepared.forked_dbt is not None:
             prepared.forked_dbt.cancel()
