@@ -7,11 +7,8 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,34 +17,10 @@ import pytest
 
 from conftest import REPO, copy_project
 from dagtest import dag_file, load_dag, run_dag
+from webhook import Webhook
 
 SHOP = REPO / "examples" / "shop_elt"
 DAG_SOURCE = (REPO / "examples" / "dags" / "shop_elt.py").read_text()
-
-
-class Webhook:
-    """A local HTTP endpoint that keeps every JSON body posted to it."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        #: When each message arrived (epoch seconds).
-        self.arrivals: list[float] = []
-        received, arrivals = self.messages, self.arrivals
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                received.append(json.loads(self.rfile.read(length)))
-                arrivals.append(time.time())
-                self.send_response(204)
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import pytest
 from dbtflow.monitoring.deadlines import DurationWatch, learned_expectations
 from dbtflow.monitoring.history import History, NodeRun
 from dbtflow.project.events import DbtEvent
-from test_elt import Webhook
 
 from conftest import EXAMPLE, SLOW_SQL, copy_project
 from dagtest import dag_file, run_dag
+from webhook import Webhook
 
 
 def _event(name: str, uid: str) -> DbtEvent:
