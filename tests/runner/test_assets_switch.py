@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dbtflow.cli import _request, build_parser
+from dbtflow.cli import _request
+from dbtflow.cli_args import build_parser
 from dbtflow.runner.dagfile import DagFileSpec
 from dbtflow.runner.run import RunRequest
 
