@@ -2,8 +2,10 @@
 tasks never take a worker and end within about a second of dbt finishing their node; a failure
 marks only dependants; `dbtflow retry DAG --api-url` re-runs only the failed tasks and their
 downstream (per_model and single); SIGKILLing the process running dbt mid-model recovers through
-Airflow's retries with whole tables and no node built twice at once; and a second run of a DAG
-waits for the first."""
+Airflow's retries with whole tables and no node built twice at once; a second run of a DAG
+waits for the first; and the run's asset events (one per node built, with the build's facts, none
+for a failed node) start a DAG scheduled on a model's asset and the second part of a project split
+into two DAGs by tag."""
 
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import json
 import os
 import signal
 import statistics
+import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from dbtflow.monitoring.history import History
 from dbtflow.state.store import StateStore
-from dbtflow.testing.deployment import airflow_deployment
+from dbtflow.testing.deployment import Deployment, airflow_deployment
 
 from conftest import (
     EXAMPLE,
@@ -41,6 +45,31 @@ dag = dbt_dag(
 )
 """
 SLOW = "model.bikeshare.slow_model"
+#: A DAG scheduled on one model's asset, in the file of the DAG that builds it (one parse for both).
+DOWNSTREAM = """
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+from dbtflow import model_asset
+project = DbtProject({project!r}, vars={{"slow_n": 40000}})
+with DAG("sched_downstream", schedule=[model_asset(project, "fct_trips")]):
+    EmptyOperator(task_id="read_fct_trips")
+"""
+SPLIT = """# airflow DAGs: one project split by tag, the marts part scheduled on what it reads
+from dbtflow import DbtProject, dbt_dag, upstream_assets
+project = DbtProject({project!r})
+staging = dbt_dag(project, dag_id="split_staging", pattern="single", select=["tag:raw", "tag:staging"])
+marts = dbt_dag(
+    project, dag_id="split_marts", pattern="single", select="tag:marts",
+    schedule=upstream_assets(project, select="tag:marts"),
+)
+"""
+#: The models, seeds and snapshot of the example: one asset event each per good run.
+ASSET_NODES = {
+    "seed.bikeshare.raw_bikes", "seed.bikeshare.raw_stations", "seed.bikeshare.raw_trips",
+    "model.bikeshare.stg_bikes", "model.bikeshare.stg_stations", "model.bikeshare.stg_trips",
+    "model.bikeshare.dim_stations", "model.bikeshare.fct_trips", "model.bikeshare.station_daily_usage",
+    "model.bikeshare.bike_utilization", "snapshot.bikeshare.stations_snapshot",
+}  # fmt: skip
 
 
 def _dag(project: Path, dag_id: str, retries: int = 0, extra: str = "") -> str:
@@ -63,19 +92,36 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
     (killed / "models" / "marts" / "slow_model.sql").write_text(
         SLOW_SQL + "-- after {{ ref('fct_trips') }}\n"
     )
-    (dags / "good.py").write_text(_dag(good, "sched_good"))
+    (dags / "good.py").write_text(_dag(good, "sched_good") + DOWNSTREAM.format(project=str(good)))
     (dags / "broken.py").write_text(_dag(broken, "sched_broken"))
     (dags / "single.py").write_text(_dag(single, "sched_single", extra='pattern="single",'))
     (dags / "killed.py").write_text(_dag(killed, "sched_killed", retries=2))
+    # The split project writes a warehouse of its own: its assets are its own.
+    split = copy_project(EXAMPLE, tmp_path / "split")
+    profiles = (split / "profiles.yml").read_text()
+    (split / "profiles.yml").write_text(
+        profiles.replace(
+            "{{ env_var('BIKESHARE_DUCKDB', 'bikeshare.duckdb') }}", str(tmp_path / "split.duckdb")
+        )
+    )
+    (dags / "split.py").write_text(SPLIT.format(project=str(split)))
     env = {
         "DBTFLOW_HOME": str(tmp_path / "dbtflow"),
         "DBTFLOW_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
         "BIKESHARE_DUCKDB": str(tmp_path / "warehouse.duckdb"),
+        # Each DAG file parses its own copy of the project with dbt the first time (then cached):
+        # on a loaded machine that takes longer than Airflow's 30 s default.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
     }
     (tmp_path / "dbtflow").mkdir()
     history = History(f"sqlite:///{tmp_path / 'dbtflow' / 'history.db'}")
     with airflow_deployment(tmp_path / "airflow", dags, env) as airflow:
-        airflow.wait_for_dag("sched_good")
+        airflow.wait_for_dag("sched_good", timeout=600)
+        # DAGs scheduled on assets get runs only while unpaused.
+        for dag_id in ("sched_downstream", "split_marts"):
+            airflow.wait_for_dag(dag_id, timeout=600)
+            airflow.api.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
         # dbtflow's plugin (run-time reports) loads once and cleanly.
         plugins = airflow.api.get("/api/v2/plugins", params={"limit": 100}).json()["plugins"]
         assert [p["name"] for p in plugins].count("dbtflow") == 1, plugins
@@ -91,9 +137,10 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         )
         by_task = {t[0]: t for t in tis}
         assert all(t[1] == "success" for t in tis), tis
-        # The producer ran on a worker; every node task started and ended in the triggerer.
-        assert by_task["dbt_build"][2] is not None
-        node_tasks = [t for t in tis if t[0] != "dbt_build"]
+        # The producer and the asset task ran on a worker; every node task started and ended in
+        # the triggerer.
+        assert by_task["dbt_build"][2] is not None and by_task["dbt_assets"][2] is not None
+        node_tasks = [t for t in tis if t[0] not in ("dbt_build", "dbt_assets")]
         assert node_tasks and all(t[2] is None for t in node_tasks), node_tasks
 
         # A node task that was already waiting when dbt finished its node ended within about a
@@ -116,6 +163,24 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         assert max(lags.values()) < 3.0, lags
         print(f"\ntrigger to end of run: {seconds:.1f}s; waiting tasks ended after dbt's result: {lags}")
 
+        # One trigger of the first part of the split project (checked at the end).
+        split_run = airflow.trigger("split_staging")
+        # One asset event per node built, with the build's facts (REST API).
+        events = _asset_events(airflow, "sched_good", run_id)
+        assert {e["extra"]["unique_id"] for e in events} == ASSET_NODES, events
+        invocations = {i.id for i in store.invocations_of_run("sched_good", run_id)}
+        for event in events:
+            extra = event["extra"]
+            assert extra["status"] == "success" and extra["execution_time_s"] >= 0, event
+            assert (extra["dag_id"], extra["run_id"]) == ("sched_good", run_id), event
+            assert extra["invocation_id"] in invocations, (event, invocations)
+            assert event["uri"].startswith("duckdb:"), event
+            assert event["uri"].endswith("/" + extra["unique_id"].rsplit(".", 1)[1]), event
+        # The DAG scheduled on fct_trips's asset gets a run from this run's event.
+        downstream = _run_started_by(airflow, "sched_downstream", "sched_good", run_id)
+        assert airflow.wait_for_run("sched_downstream", downstream["dag_run_id"]) == "success"
+        assert downstream["run_type"] == "asset_triggered", downstream
+
         airflow.wait_for_dag("sched_broken")
         run_id, state, _ = airflow.trigger_and_wait("sched_broken")
         assert state == "failed"
@@ -130,6 +195,9 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         # Airflow's triggerer ends it upstream_failed through dbtflow's handler (airflow/upstream_failed.py).
         assert states["bike_utilization"] == "upstream_failed" and states["dbt_build"] == "failed"
         assert states["fct_trips"] == "success" and states["station_daily_usage"] == "success"
+        # Nothing is emitted for the failed node or its skipped dependant.
+        emitted = {e["extra"]["unique_id"] for e in _asset_events(airflow, "sched_broken", run_id)}
+        assert emitted == ASSET_NODES - {"model.bikeshare.stg_bikes", "model.bikeshare.bike_utilization"}
 
         # Recovery: fix the model, then `dbtflow retry` through the deployment's REST API.
         (broken / "models" / "staging" / "stg_bikes.sql").write_text(
@@ -178,6 +246,49 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         assert airflow.wait_for_run("sched_good", second) == "success"
         runs = {r: airflow.api.get(f"/api/v2/dags/sched_good/dagRuns/{r}").json() for r in (first, second)}
         assert runs[second]["start_date"] >= runs[first]["end_date"], runs
+
+        # The split project: one trigger of its staging part ran the marts part after it.
+        assert airflow.wait_for_run("split_staging", split_run) == "success"
+        marts_run = _run_started_by(airflow, "split_marts", "split_staging", split_run)
+        assert airflow.wait_for_run("split_marts", marts_run["dag_run_id"]) == "success"
+        marts_runs = airflow._json("GET", "/api/v2/dags/split_marts/dagRuns")["dag_runs"]
+        assert [r["dag_run_id"] for r in marts_runs] == [marts_run["dag_run_id"]], marts_runs
+        split_tables = table_counts(
+            tmp_path / "split.duckdb", ["stg_trips", "fct_trips", "station_daily_usage"]
+        )
+        assert all(n > 0 for n in split_tables.values()), split_tables
+
+
+def _events_json(airflow: Deployment, path: str, timeout: float = 300, **params: Any) -> list[dict[str, Any]]:
+    """The asset events at ``path``. Airflow 3.3.2's api-server answers 500 while an event's
+    created DAG run has not started (its start_date is None, which the response model refuses):
+    ask again until the runs have started."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = airflow.api.get(path, params={"limit": 100, **params})
+        if response.status_code != 500 or time.monotonic() > deadline:
+            assert response.is_success, f"GET {path}: {response.status_code} {response.text}"
+            return list(response.json()["asset_events"])
+        time.sleep(1)
+
+
+def _asset_events(airflow: Deployment, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    return _events_json(airflow, "/api/v2/assets/events", source_dag_id=dag_id, source_run_id=run_id)
+
+
+def _run_started_by(
+    airflow: Deployment, dag_id: str, source_dag_id: str, source_run_id: str, timeout: float = 300
+) -> dict[str, Any]:
+    """The run of ``dag_id`` that an asset event of the source run started (waits for it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in airflow._json("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]:
+            path = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
+            sources = {(e["source_dag_id"], e["source_run_id"]) for e in _events_json(airflow, path)}
+            if (source_dag_id, source_run_id) in sources:
+                return dict(run)
+        time.sleep(2)
+    raise AssertionError(f"no run of {dag_id} was started by {source_dag_id} {source_run_id}")
 
 
 def _retry_via_api(api_url: str, dag_id: str, tmp_path: Path) -> dict:  # type: ignore[type-arg]
