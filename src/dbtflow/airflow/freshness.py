@@ -18,8 +18,9 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from dbtflow.project.config import DbtProject
-from dbtflow.project.freshness import FRESH, FRESH_WITH_WARNINGS, check_freshness
+from dbtflow.project.freshness import check_freshness
 from dbtflow.project.manifest import load_graph
+from dbtflow.project.status import FRESH, FRESH_WITH_WARNINGS
 
 STARTED_KEY = "freshness_wait_started"
 

@@ -18,7 +18,7 @@ from dbtflow.project.config import DbtProject
 from dbtflow.project.manifest import load_graph
 from dbtflow.project.results import NodeResult
 from dbtflow.project.selection import exact_selection
-from dbtflow.project.state_aware import UNCHANGED
+from dbtflow.project.status import UNCHANGED
 from dbtflow.state.task_try import TaskTry
 
 

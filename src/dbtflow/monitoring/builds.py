@@ -30,14 +30,13 @@ from dbtflow.project.freshness import check_freshness
 from dbtflow.project.graph import DbtGraph, load_manifest_file
 from dbtflow.project.results import NodeResult
 from dbtflow.project.state_aware import (
-    UNCHANGED,
     LastBuild,
     StateAwarePlan,
     fingerprints,
     measured_sources,
     plan_state_aware,
 )
-from dbtflow.project.status import SUCCEEDED_STATUSES
+from dbtflow.project.status import SUCCEEDED_STATUSES, UNCHANGED
 from dbtflow.state.engine import Pooling, sql_engine
 from dbtflow.state.invocations import InvocationState
 from dbtflow.state.store import StateStore

@@ -146,4 +146,3 @@ class DbtProject:
     @property
     def vars_json(self) -> str:
         return json.dumps(self.vars, sort_keys=True, default=str)
-

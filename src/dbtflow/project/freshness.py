@@ -14,9 +14,6 @@ from dbtflow.project.graph import DbtGraph
 from dbtflow.project.invoke import require_success, run_dbt, tmp_root
 from dbtflow.project.manifest import load_manifest
 
-FRESH = frozenset({"pass"})
-FRESH_WITH_WARNINGS = frozenset({"pass", "warn"})
-
 
 @dataclass(frozen=True)
 class SourceFreshness:

@@ -38,9 +38,6 @@ from typing import Any
 
 from dbtflow.project.graph import DbtGraph
 
-#: The status recorded for a node a state-aware run leaves out: its task ends ``skipped``.
-UNCHANGED = "unchanged"
-
 
 @dataclass(frozen=True)
 class LastBuild:

@@ -48,6 +48,14 @@ RETRYABLE_STATUSES = _values(
     NodeStatus.PARTIAL_SUCCESS,
 )
 
+#: A source whose ``dbt source freshness`` result lets the models reading it run.
+FRESH = _values(NodeStatus.PASS)
+FRESH_WITH_WARNINGS = _values(NodeStatus.PASS, NodeStatus.WARN)
+
+#: dbtflow's own word, not dbt's: a node a state-aware run left out (unchanged since its last
+#: build, sources not newer); its task ends ``skipped`` with the reason.
+UNCHANGED = "unchanged"
+
 #: The dbt events that end a node: dbt finished it, or skipped it.
 NODE_FINISHED_EVENT = "NodeFinished"
 NODE_SKIPPED_EVENT = "SkippingDetails"

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dbtflow.project.results import NodeResult
-from dbtflow.project.state_aware import UNCHANGED
+from dbtflow.project.status import UNCHANGED
 from dbtflow.state.invocations import InvocationState
 from dbtflow.state.results import NodeStates, StoredResult
 from dbtflow.state.store import StateStore

@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from dbtflow.project.state_aware import UNCHANGED
+from dbtflow.project.status import UNCHANGED
 from dbtflow.state.results import NodeStates, StoredResult
 
 #: Airflow task states of a task that has not run (or will run again) and does not run now.
