@@ -66,7 +66,7 @@ def _run(project: Project, variant: str, receiver_url: str) -> tuple[float, floa
         transport = {"type": "http", "url": receiver_url, "endpoint": "lineage"}
         env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(transport)
         env["AIRFLOW__OPENLINEAGE__NAMESPACE"] = "bench"
-    extra = ["--no-assets"] if variant == VARIANTS[0] else []
+    extra = ["--no-assets"] if variant == VARIANTS[0] else ["--assets"]
     dag_id = "bench_assets_cost" + ("_off" if variant == VARIANTS[0] else "")
     command = [
         str(BIN / "dbtflow"), "run", str(project.path), "--threads", THREADS, "--progress", "none",

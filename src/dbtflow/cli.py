@@ -42,7 +42,7 @@ def _request(args: argparse.Namespace) -> Any:
         dag_id=args.dag_id,
         concurrency=args.concurrency,
         head_start=not args.no_head_start,
-        assets=not args.no_assets,
+        assets=args.assets,
         progress=args.progress,
         retries=args.retries,
         retry_delay_s=args.retry_delay,
