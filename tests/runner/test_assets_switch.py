@@ -1,5 +1,6 @@
-"""``dbtflow run`` without ``--assets`` (its default): the switch reaches the generated DAG file as ``dbt_dag(assets=False)``
-(so the run has no ``dbt_assets`` task) and survives the stored request that ``dbtflow retry`` reads."""
+"""``dbtflow run`` without ``--assets`` (its default) reaches the generated DAG file as
+``dbt_dag(assets=False)`` (so the run has no ``dbt_assets`` task), ``--assets`` leaves dbt_dag's
+default, and the choice survives the stored request that ``dbtflow retry`` reads."""
 
 from __future__ import annotations
 
