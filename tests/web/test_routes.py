@@ -59,13 +59,16 @@ def _register_dags(*dag_ids: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def api(airflow_db: Path) -> Iterator[dict[str, Any]]:
+def api(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from airflow.api_fastapi.app import create_app, get_auth_manager, purge_cached_app
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from fastapi.testclient import TestClient
 
-    saved = {k: os.environ.get(k) for k in ENV}
-    os.environ.update(ENV)
+    # A history of this module's own: "before any run" means no run of any test in this worker.
+    history = tmp_path_factory.mktemp("routes") / "history.db"
+    env = {**ENV, "DBTFLOW_HISTORY_URL": f"sqlite:///{history}"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     purge_cached_app()
     try:
         _register_dags(DAG, OTHER)
