@@ -94,6 +94,18 @@ class ForkedDbt:
         """Let the process exit without running dbt."""
         self._send(None)
 
+    def finish(self, timeout_s: float = 30.0) -> None:
+        """At the end of a run: let the process end on its own (after its invocation it sends
+        what its sinks still hold, e.g. OpenLineage events, then exits), up to ``timeout_s``; it
+        dies with this process otherwise, losing them."""
+        self.cancel()
+        deadline = time.monotonic() + timeout_s
+        while self.pid is not None and self.reap() is None:
+            if time.monotonic() > deadline:
+                self.stop()
+                return
+            time.sleep(0.02)
+
     def stop(self, grace_s: float = 2.0) -> None:
         """End the process now (dbt dies mid-statement: the warehouse drops its open
         transaction) and reap it; SIGKILL if it is still there after ``grace_s``."""

@@ -319,7 +319,7 @@ def run_project(request: RunRequest) -> RunOutcome:
         return outcome
     finally:
         if prepared.forked_dbt is not None:
-            prepared.forked_dbt.cancel()
+            prepared.forked_dbt.finish()
 
 
 def retry_dag(
@@ -382,7 +382,7 @@ def retry_project(request: RunRequest, run_id: str | None = None) -> RunOutcome:
             return _drive(request, prepared, dag, scheduler_dag, dag_run)
     finally:
         if prepared.forked_dbt is not None:
-            prepared.forked_dbt.cancel()
+            prepared.forked_dbt.finish()
 
 
 def _load_dag(dag_file: Path, dag_id: str) -> tuple[Any, Any]:
