@@ -34,7 +34,7 @@ browser:
 # worker): most end-to-end tests wait on Airflow's scheduler or on dbt, so two files overlap well
 # on two cores.
 test: lint browser
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=30
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

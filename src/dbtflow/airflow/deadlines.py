@@ -4,6 +4,7 @@ running dbt invocation that tells notifiers while the model still runs).
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -51,10 +52,12 @@ def model_deadline_watch(deadlines: ModelDeadlines, context: Any, log: Any, also
     expected.update(deadlines.expected or {})
 
     def on_late(unique_id: str, running_s: float, expected_s: float) -> None:
-        log.warning("%s has run %.0f s, past its expected %.0f s.", unique_id, running_s, expected_s)
+        # Rounded up: a node reported late never reads as having run only its expected time.
+        running = math.ceil(running_s * 10) / 10
+        log.warning("%s has run %.1f s, past its expected %.1f s.", unique_id, running, expected_s)
         late = {**context, "dbtflow": {
             "state": "late", "dag_id": ti.dag_id, "run_id": ti.run_id, "task_id": ti.task_id,
-            "unique_id": unique_id, "running_s": round(running_s, 1), "expected_s": expected_s,
+            "unique_id": unique_id, "running_s": running, "expected_s": expected_s,
         }}  # fmt: skip
         for notifier in deadlines.notifiers:
             try:
