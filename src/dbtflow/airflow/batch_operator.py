@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 from dbtflow.airflow.artifact_storage import try_artifacts
+from dbtflow.airflow.event_time import event_time_window
 from dbtflow.airflow.lineage import send_node_lineage
 from dbtflow.airflow.operators import DbtOperatorBase
 from dbtflow.airflow.publish import publish
@@ -43,6 +44,8 @@ class DbtBatchOperator(DbtOperatorBase):
     """
 
     template_fields: Sequence[str] = ("unique_ids", "command")
+    #: A try that succeeds emits the asset events of what it built (``dbtflow.airflow.assets``).
+    emits_own_assets = True
 
     def __init__(
         self,
@@ -98,6 +101,7 @@ class DbtBatchOperator(DbtOperatorBase):
                     previous=previous[1] if previous else None,
                     threads=self.threads,
                     on_event=on_event,
+                    event_time=event_time_window(context, self.log),
                 )
         finally:
             forwarder.close()
@@ -121,12 +125,14 @@ class DbtBatchOperator(DbtOperatorBase):
         )
         if published.failure is None:
             keep_project_manifest(self.project, this_try.dag_id, this_try.run_id, self.state_url, self.log)
-        return publish(
+        value = publish(
             published,
             self.log,
             ti=ti,
             history=lambda: self._keep(context, this_try, outcome.run.results),
         )
+        self._emit_own_assets(context)
+        return value
 
     def _keep(self, context: Any, this_try: TaskTry, results: Sequence[NodeResult]) -> None:
         """Keep the results in the run-time history and send each node's OpenLineage events."""

@@ -20,7 +20,9 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowRescheduleException, AirflowSkipException
 from airflow.triggers.base import StartTriggerArgs
 
+from dbtflow.airflow.assets import emit_builds
 from dbtflow.airflow.deadlines import model_deadline_watch
+from dbtflow.airflow.event_time import event_time_window
 from dbtflow.airflow.lineage import node_lineage
 from dbtflow.airflow.publish import publish
 from dbtflow.airflow.state_aware import full_refresh
@@ -94,6 +96,15 @@ class DbtOperatorBase(BaseOperator):
     def _store(self) -> StateStore:
         return StateStore(self.state_url)
 
+    def _emit_own_assets(self, context: Any) -> None:
+        """Emit the asset events of what this try built (``dbtflow.airflow.assets``), when the task
+        emits them (``emits_own_assets`` and ``dbt_dag(assets=True)``) and is about to succeed. An
+        error leaves them to the run's ``dbt_assets`` teardown and does not fail the task."""
+        try:
+            emit_builds(self.project, context, state_url=self.state_url, log=self.log, own_try_only=True)
+        except Exception as exc:
+            self.log.warning("Could not emit asset events (the dbt_assets task will): %s", exc)
+
     def _run_claimed(
         self,
         task: TaskTry,
@@ -108,7 +119,8 @@ class DbtOperatorBase(BaseOperator):
         """Claim ``nodes`` for ``task`` and run one dbt invocation over them, in this process;
         dbt's events go to ``on_event`` and the configured log sinks, its results to the run-time
         history (and ``also_on_results``), and each node's OpenLineage events when the provider is
-        configured (``dbtflow.airflow.lineage``; ``context`` is the Airflow task's)."""
+        configured (``dbtflow.airflow.lineage``; ``context`` is the Airflow task's). Microbatch
+        models build the batches of the DAG run's data interval (``dbtflow.airflow.event_time``)."""
         to_history = results_recorder(task, self.log)
         on_results = to_history if also_on_results is None else _both(to_history, also_on_results)
         with (
@@ -127,6 +139,7 @@ class DbtOperatorBase(BaseOperator):
                 on_event=forwarder,
                 on_results=with_lineage,
                 skip_succeeded=skip_succeeded,
+                event_time=event_time_window(context, self.log),
             )
 
     def _report(self, results: Sequence[NodeResult]) -> dict[str, Any]:
@@ -284,8 +297,10 @@ class DbtProducerOperator(DbtOperatorBase):
     The task ends as ``dbt build`` exits: it fails when a node failed (the node's task shows why)
     or when dbt reported a result that no task owns (a failing project hook). A retry builds the
     nodes that have not succeeded in this DAG run, whose tasks still wait for them, and that
-    nobody else is building.
+    nobody else is building. When it succeeds, it emits the asset events of what it built.
     """
+
+    emits_own_assets = True
 
     def __init__(
         self,
@@ -366,11 +381,13 @@ class DbtProducerOperator(DbtOperatorBase):
         failure = None if judged.ok else judged.message()
         if judged.ok:
             keep_project_manifest(self.project, task.dag_id, task.run_id, self.state_url, self.log)
-        return publish(
+        value = publish(
             TaskResults.of(judged.results, failure=failure, summary_on_failure=True),
             self.log,
             ti=context["ti"],
         )
+        self._emit_own_assets(context)
+        return value
 
     def _leave_out_unchanged(
         self, task: TaskTry, store: StateStore, nodes: list[str], *, full_refresh: bool

@@ -17,12 +17,20 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TriggerEvent
+from airflow.triggers.base import (
+    BaseTrigger,
+    TaskFailedEvent,
+    TaskSkippedEvent,
+    TaskSuccessEvent,
+    TriggerEvent,
+)
 
 from dbtflow.airflow import triggerer_cache
 from dbtflow.airflow.publish import end_event
 from dbtflow.airflow.task_states import read_task_states
 from dbtflow.airflow.upstream_failed import upstream_failed_event
+from dbtflow.monitoring.asset_emissions import unemitted_builds
+from dbtflow.monitoring.history import History
 from dbtflow.project.task_results import TaskResults, failed_nodes
 from dbtflow.state.invocations import InvocationInfo, InvocationState
 from dbtflow.state.store import StateStore
@@ -239,3 +247,21 @@ def _stopped(infos: list[InvocationInfo | None]) -> list[str]:
         elif info.state == InvocationState.FAILED:
             lines.append(f"dbt failed: {info.error}")
     return lines
+
+
+class AssetsOwedTrigger(BaseTrigger):
+    """Start of the ``dbt_assets`` teardown (``dbtflow.airflow.assets``): end it here when every
+    successful build of the run has had its asset event, else resume it on a worker to emit them."""
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return f"{type(self).__module__}.{type(self).__qualname__}", {}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        dag_id, run_id, _ = _identity(self, None, None, None)
+        owed = await asyncio.to_thread(lambda: len(unemitted_builds(History(), dag_id, run_id)))
+        if owed:
+            self.log.info("%d build(s) of this run have no asset event yet: emitting them on a worker.", owed)
+            yield TriggerEvent({"owed": owed})
+            return
+        self.log.info("Every build of this run had its asset event from the task that built it.")
+        yield TaskSuccessEvent(xcoms={"return_value": 0})

@@ -43,6 +43,19 @@ node_runs = sa.Table(
     sa.Column("rows_affected", sa.BigInteger),
     sa.Index("ix_dbtflow_node_runs_node", "dag_id", "unique_id", "started_at"),
 )
+#: The builds (``node_runs`` rows) whose Airflow asset event has been emitted: one per successful
+#: build, by the task that built it or by the run's ``dbt_assets`` teardown
+#: (``dbtflow.monitoring.asset_emissions``).
+asset_emissions = sa.Table(
+    "dbtflow_asset_emissions",
+    metadata,
+    sa.Column("node_run_id", sa.Integer, primary_key=True),
+    sa.Column("dag_id", sa.String(250), nullable=False),
+    sa.Column("run_id", sa.String(250), nullable=False),
+    sa.Column("task_id", sa.String(250), nullable=False),
+    sa.Column("emitted_at", sa.Float, nullable=False),
+    sa.Index("ix_dbtflow_asset_emissions_run", "dag_id", "run_id"),
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,60 @@
+"""Which builds of a DAG run still owe their Airflow asset event.
+
+Each successful build of a model, seed or snapshot gets one asset event. A task that built nodes
+on a worker and succeeded emits them itself, as its outlet events (the producer of a streamed
+run, a single or grouped build task): they reach Airflow with the task's success, when dbt is
+done, and the run's ``dbt_assets`` teardown then has nothing left to do, so it ends in the
+triggerer without a worker (``dbtflow.airflow.assets``). What no task could emit (a failed task's
+outlet events are dropped by Airflow; streamed node tasks end in the triggerer, whose events carry
+none, apache/airflow#49347) is left to the teardown. The history rows are the builds; a row is
+emitted once, whoever emits it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from dbtflow.monitoring.history import History, asset_emissions, node_runs
+from dbtflow.project.status import NodeStatus
+
+#: The node kinds whose builds get an asset event: what dbt materializes (ephemeral models never
+#: run, so they have no build; tests and unit tests are not relations).
+ASSET_RESOURCE_TYPES = ("model", "seed", "snapshot")
+
+
+def unemitted_builds(
+    history: History, dag_id: str, run_id: str, *, task_id: str | None = None, try_number: int | None = None
+) -> dict[str, Any]:
+    """The newest successful build of each model, seed and snapshot of the run (of one task try
+    when given) whose event has not been emitted: unique id -> its ``node_runs`` row."""
+    query = sa.select(node_runs).where(node_runs.c.dag_id == dag_id, node_runs.c.run_id == run_id)
+    if task_id is not None:
+        query = query.where(node_runs.c.task_id == task_id, node_runs.c.try_number == try_number)
+    done = sa.select(asset_emissions.c.node_run_id).where(
+        asset_emissions.c.dag_id == dag_id, asset_emissions.c.run_id == run_id
+    )
+    with history.engine.connect() as conn:
+        rows = conn.execute(query.order_by(node_runs.c.id)).all()
+        emitted = set(conn.execute(done).scalars())
+    newest = {row.unique_id: row for row in rows if row.unique_id.split(".", 1)[0] in ASSET_RESOURCE_TYPES}
+    return {
+        uid: row for uid, row in newest.items() if row.status == NodeStatus.SUCCESS and row.id not in emitted
+    }
+
+
+def mark_emitted(
+    history: History, dag_id: str, run_id: str, task_id: str, node_run_ids: Iterable[int]
+) -> None:
+    """Record that the events of these builds were emitted (by ``task_id``)."""
+    now = time.time()
+    rows = [
+        {"node_run_id": i, "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "emitted_at": now}
+        for i in node_run_ids
+    ]
+    if rows:
+        with history.engine.begin() as conn:
+            conn.execute(asset_emissions.insert(), rows)
