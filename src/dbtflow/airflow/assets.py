@@ -1,17 +1,18 @@
 """Airflow assets for dbt relations: one asset event per node a DAG run built, with the build's facts.
 
-Why one task at the end of the run, and not each node's task: a streamed node task ends in the
-triggerer (``TaskSuccessEvent``), and Airflow registers a task's asset events only when it
-succeeds on a worker (the execution API's state update carries its outlet events; the
-triggerer's path does not, apache/airflow#49347); a single or grouped task with one failed node
-fails and would drop the events of the nodes it did build. So ``DbtAssetsOperator`` runs once
-every dbt task is done, reads what each node did in this run from the run-time history (every
-pattern records it there: streamed and per-task invocations, single and grouped builds, dbt Cloud
-jobs), and emits one event per model, seed and snapshot whose newest result is a success,
-through an ``AssetAlias`` outlet so that only those get an event. It is a teardown task: it runs
-whether dbt succeeded or not, and Airflow leaves teardowns out of the DAG run's state, so the run
-is green exactly when ``dbt build`` is. The cost: a downstream DAG starts when the run's dbt tasks
-have all ended, not the moment its model was built.
+Who emits: a task that builds on a worker and succeeds (a streamed run's producer, a single or
+grouped build task) emits its own builds' events as its outlet events, through an ``AssetAlias``
+so that only the nodes it built get one. Everything else is left to ``DbtAssetsOperator``, a
+teardown at the end of the run: a streamed node task that builds alone ends in the triggerer
+(``TaskSuccessEvent``), and Airflow registers asset events only from a task that succeeds on a
+worker (the execution API's state update carries them; the triggerer's path does not,
+apache/airflow#49347); a failed task's events are dropped, though it built some nodes; dbt Cloud
+jobs run elsewhere. The teardown reads what each node did in this run from the run-time history
+(every pattern records it there) and emits one event per successful build not emitted yet
+(``dbtflow.monitoring.asset_emissions``). It starts in the triggerer and ends there when nothing is
+owed, which is every run in which dbt succeeded: no worker start after dbt (about 6 s at 1000
+nodes, 2026-12-03) at the end of the run. It runs whether dbt succeeded or not, and Airflow leaves
+teardowns out of the DAG run's state, so the run is green exactly when ``dbt build`` is.
 
 ``model_asset`` names a model's asset for ``schedule=``; ``upstream_assets`` is what a selection
 waits for when a project is split into several DAGs.
@@ -22,24 +23,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from airflow.sdk import Asset, AssetAlias, AssetAll, BaseOperator
+from airflow.triggers.base import StartTriggerArgs
 
+from dbtflow.airflow.triggers import AssetsOwedTrigger
 from dbtflow.errors import DbtflowError
-from dbtflow.monitoring.history import History, node_runs
+from dbtflow.monitoring.asset_emissions import ASSET_RESOURCE_TYPES, mark_emitted, unemitted_builds
+from dbtflow.monitoring.history import History
 from dbtflow.plan.options import PlanOptions
 from dbtflow.plan.planner import selected_ids
 from dbtflow.project.config import DbtProject
 from dbtflow.project.graph import DbtGraph, Node
 from dbtflow.project.manifest import load_graph
 from dbtflow.project.relations import Warehouse, relation_of, warehouse_of
-from dbtflow.project.status import NodeStatus
 from dbtflow.state.store import StateStore
 
-#: The node kinds that get an asset: what dbt materializes (not ephemeral models, not tests).
-ASSET_RESOURCE_TYPES = ("model", "seed", "snapshot")
-#: The try artifact key under which the asset task remembers which history rows it emitted.
-_EMITTED = "emitted_through_history_id"
+#: The names of dbtflow's asset aliases (``dbtflow:<dag id>:<task id>``).
+_ALIAS_PREFIX = "dbtflow:"
 
 
 def node_asset(warehouse: Warehouse, node: Node) -> Asset | None:
@@ -122,24 +122,76 @@ def upstream_assets(
     return AssetAll(*assets)
 
 
-def _newest_results(dag_id: str, run_id: str, after_id: int) -> dict[str, Any]:
-    """The newest history row of each node of the run (rows with an id above ``after_id`` only)."""
+def own_alias(task: BaseOperator) -> AssetAlias | None:
+    """The asset alias through which ``task`` emits its builds' events, when it has one."""
+    return next(
+        (o for o in task.outlets if isinstance(o, AssetAlias) and o.name.startswith(_ALIAS_PREFIX)), None
+    )
+
+
+def emit_builds(
+    project: DbtProject, context: Any, *, state_url: str | None, log: Any, own_try_only: bool
+) -> int:
+    """Emit one event per successful build of the run not emitted yet (of this task try's own
+    invocations when ``own_try_only``), through the task's alias; record them; return how many.
+
+    A task that does not emit asset events (no alias) emits nothing.
+    """
+    task = context["task"]
+    alias = own_alias(task)
+    if alias is None:
+        return 0
+    ti = context["ti"]
     history = History()
-    with history.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(node_runs)
-            .where(node_runs.c.dag_id == dag_id, node_runs.c.run_id == run_id, node_runs.c.id > after_id)
-            .order_by(node_runs.c.id)
-        ).all()
-    return {row.unique_id: row for row in rows}
+    builds = unemitted_builds(
+        history,
+        ti.dag_id,
+        ti.run_id,
+        task_id=ti.task_id if own_try_only else None,
+        try_number=int(ti.try_number) if own_try_only else None,
+    )
+    if not builds:
+        return 0
+    graph = load_graph(project)
+    warehouse = warehouse_of(project)
+    invocations = {
+        (info.task_id, info.try_number): info.id
+        for info in StateStore(state_url).invocations_of_run(ti.dag_id, ti.run_id)
+    }
+    emitted: list[int] = []
+    for uid, row in sorted(builds.items()):
+        node = graph.nodes.get(uid)
+        asset = None if node is None else node_asset(warehouse, node)
+        if asset is None:
+            continue
+        extra: dict[str, Any] = {
+            "unique_id": uid,
+            "status": row.status,
+            "execution_time_s": round(float(row.execution_s), 3),
+            "invocation_id": invocations.get((row.task_id, row.try_number)),
+            "dag_id": row.dag_id,
+            "run_id": row.run_id,
+            "task_id": row.task_id,
+            "try_number": row.try_number,
+        }
+        if row.rows_affected is not None:
+            extra["rows_affected"] = int(row.rows_affected)
+        context["outlet_events"][alias].add(asset, extra=extra)
+        emitted.append(row.id)
+    mark_emitted(history, ti.dag_id, ti.run_id, ti.task_id, emitted)
+    log.info("Emitted %d asset event(s), one per model, seed and snapshot built.", len(emitted))
+    return len(emitted)
 
 
 class DbtAssetsOperator(BaseOperator):
-    """Emit one asset event per model, seed and snapshot that this DAG run built successfully.
+    """Emit one asset event per model, seed and snapshot that this DAG run built successfully and
+    whose event the task that built it did not emit (it failed, or ended in the triggerer).
 
     Made a teardown by ``add_assets_task``: it runs once the dbt tasks are done, whatever their
-    state, and does not count in the DAG run's state. A later try (the run cleared and run again)
-    emits only for what was built since the previous try emitted.
+    state, and does not count in the DAG run's state. It starts in the triggerer
+    (``AssetsOwedTrigger``): when every build's event was emitted already (every task that built
+    succeeded on a worker), it ends there, without a worker; else it resumes on a worker to emit.
+    A later try (the run cleared and run again) emits only for what was built since.
     """
 
     ui_color = "#6FA8DC"
@@ -148,53 +200,24 @@ class DbtAssetsOperator(BaseOperator):
         super().__init__(**kwargs)
         self.project = project
         self.state_url = state_url
-        self.outlets = [AssetAlias(name=f"dbtflow:{self.dag_id}:{self.task_id}")]
+        self.outlets = [AssetAlias(name=alias_name(self.dag_id, self.task_id))]
+        self.start_from_trigger = True
+        self.start_trigger_args = StartTriggerArgs(
+            trigger_cls=f"{AssetsOwedTrigger.__module__}.{AssetsOwedTrigger.__qualname__}",
+            trigger_kwargs={},
+            next_method="execute_complete",
+            timeout=None,
+        )
 
     def execute(self, context: Any) -> int:
-        from dbtflow.airflow.task_try import task_try
+        return emit_builds(self.project, context, state_url=self.state_url, log=self.log, own_try_only=False)
 
-        this_try = task_try(context)
-        store = StateStore(self.state_url)
-        before = store.try_artifact_before(this_try) if this_try.try_number > 1 else None
-        after_id = int(before[1].get(_EMITTED, 0)) if before else 0
-        newest = _newest_results(this_try.dag_id, this_try.run_id, after_id)
-        graph = load_graph(self.project)
-        warehouse = warehouse_of(self.project)
-        invocations = {
-            (info.task_id, info.try_number): info.id
-            for info in store.invocations_of_run(this_try.dag_id, this_try.run_id)
-        }
-        alias = self.outlets[0]
-        emitted = 0
-        for uid, row in sorted(newest.items()):
-            node = graph.nodes.get(uid)
-            if (
-                node is None
-                or node.resource_type not in ASSET_RESOURCE_TYPES
-                or row.status != NodeStatus.SUCCESS
-            ):
-                continue
-            asset = node_asset(warehouse, node)
-            if asset is None:
-                continue
-            extra: dict[str, Any] = {
-                "unique_id": uid,
-                "status": row.status,
-                "execution_time_s": round(float(row.execution_s), 3),
-                "invocation_id": invocations.get((row.task_id, row.try_number)),
-                "dag_id": row.dag_id,
-                "run_id": row.run_id,
-                "task_id": row.task_id,
-                "try_number": row.try_number,
-            }
-            if row.rows_affected is not None:
-                extra["rows_affected"] = int(row.rows_affected)
-            context["outlet_events"][alias].add(asset, extra=extra)
-            emitted += 1
-        if newest:
-            store.save_try_artifact(this_try, {_EMITTED: max(row.id for row in newest.values())})
-        self.log.info("Emitted %d asset event(s), one per model, seed and snapshot built.", emitted)
-        return emitted
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> int:
+        return self.execute(context)
+
+
+def alias_name(dag_id: str, task_id: str) -> str:
+    return f"{_ALIAS_PREFIX}{dag_id}:{task_id}"
 
 
 def add_assets_task(
@@ -206,5 +229,11 @@ def add_assets_task(
         # `upstream >> task` hashes the whole DAG per edge (see dbtflow.airflow.dag._link).
         upstream.downstream_task_ids.add(task.node_id)
         task.upstream_task_ids.add(upstream.node_id)
+        # The tasks that build on a worker emit their own builds' events when they succeed.
+        if getattr(upstream, "emits_own_assets", False):
+            upstream.outlets = [
+                *upstream.outlets,
+                AssetAlias(name=alias_name(upstream.dag_id, upstream.task_id)),
+            ]
     task.as_teardown()
     return task
