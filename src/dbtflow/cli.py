@@ -180,10 +180,14 @@ def _docs(args: argparse.Namespace) -> int:
     from dbtflow.project.config import DbtProject
     from dbtflow.project.docs import generate_docs
 
-    if args.conn_id:  # the connection is read from the embedded Airflow's database
+    if args.conn_id or args.target_path:  # Airflow's connections (and configuration): the embedded one's
         from dbtflow.runner.home import embedded_airflow
 
         embedded_airflow().activate()
+    if args.target_conn_id and not args.target_path:
+        raise DbtflowError(
+            "--target-conn-id is the connection of --target-path.", "pass --target-path URL too."
+        )
     project = DbtProject(
         args.project_dir,
         profiles_dir=args.profiles_dir,
@@ -192,6 +196,12 @@ def _docs(args: argparse.Namespace) -> int:
         vars=args.vars,
         profile_name=args.profile_name,
     )
+    if args.target_path:
+        from dbtflow.airflow.docs_operator import docs_storage
+
+        written = generate_docs(project, docs_storage(args.target_path, args.target_conn_id))
+        print(f"dbt docs of {project.name}: {written}")
+        return 0
     folder = generate_docs(project)
     print(f"dbt docs of {project.name}: {folder} (`dbtflow ui` serves them at /dbtflow/docs/{project.name}/)")
     return 0

@@ -197,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     docs.add_argument("--profile", dest="profile_name", help=_PROFILE_HELP)
     docs.add_argument("--target", help="dbt target (default: the profile's)")
     docs.add_argument("--vars", type=_json_object, default={}, help="dbt vars as JSON")
+    docs.add_argument(
+        "--target-path",
+        help="write the docs into this folder instead: a path or an Airflow object storage URL "
+        "(s3://bucket/docs/shop, file:///srv/docs/shop); not served by `dbtflow ui`",
+    )
+    docs.add_argument("--target-conn-id", help="the Airflow connection of --target-path's storage")
 
     ui = commands.add_parser(
         "ui", help="the embedded Airflow's web UI on 127.0.0.1 (runs, logs, reports, dbt docs); no login"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import duckdb
 import pytest
+
+from dbtflow.cli import main
 
 from conftest import run_dbt_cli
 from dagtest import dag_file, load_dag, run_dag
@@ -23,6 +26,13 @@ TABLES = [
 ]
 
 
+def _assert_docs_of_the_built_project(folder: Path) -> None:
+    assert "<html" in (folder / "index.html").read_text()[:200].lower()
+    assert "model.bikeshare.fct_trips" in json.loads((folder / "manifest.json").read_text())["nodes"]
+    catalog = json.loads((folder / "catalog.json").read_text())["nodes"]
+    assert "duration_minutes" in catalog["model.bikeshare.fct_trips"]["columns"]  # read from the warehouse
+
+
 def _counts(database: Path) -> dict[str, int]:
     with duckdb.connect(str(database), read_only=True) as con:
         return {t: con.execute(f"select count(*) from {t}").fetchone()[0] for t in TABLES}  # type: ignore[index]
@@ -32,14 +42,27 @@ def _counts(database: Path) -> dict[str, int]:
 def test_dag_run_builds_what_dbt_build_builds(
     bikeshare_dir: Path, warehouse: Path, airflow_db: Path, tmp_path: Path, execution: str
 ) -> None:
+    # Streamed, the run ends with refreshing the dbt docs, here into a file:// ObjectStoragePath.
+    docs = f", docs=ObjectStoragePath('file://{tmp_path}/docs')" if execution == "streamed" else ""
     source = f"""
+        from airflow.sdk import ObjectStoragePath
         from dbtflow import DbtProject, dbt_dag
-        dag = dbt_dag(DbtProject({str(bikeshare_dir)!r}), dag_id="bike_{execution}", execution={execution!r})
+        project = DbtProject({str(bikeshare_dir)!r})
+        dag = dbt_dag(project, dag_id="bike_{execution}", execution={execution!r}{docs})
     """
     with dag_file(f"bike_{execution}", source) as path:
         state, tasks = run_dag(path, f"bike_{execution}")
     assert state == "success", tasks
     assert all(s == "success" for s, _ in tasks.values()), tasks
+    if docs:
+        assert tasks["dbt_docs"][0] == "success"
+        _assert_docs_of_the_built_project(tmp_path / "docs")
+        # `dbtflow docs --target-path`: the same, from the command line; a storage it cannot
+        # write to is one line before dbt runs.
+        cli = ["docs", str(bikeshare_dir), "--target-path"]
+        assert main([*cli, f"file://{tmp_path}/cli_docs"]) == 0
+        _assert_docs_of_the_built_project(tmp_path / "cli_docs")
+        assert main([*cli, "nosuchfs://bucket/docs"]) == 2
     expected_tasks = {
         "raw_bikes", "raw_stations", "raw_trips", "stg_bikes", "stg_stations", "stg_trips",
         "dim_stations", "fct_trips", "station_daily_usage", "bike_utilization", "stations_snapshot",
@@ -62,7 +85,7 @@ def test_broken_model_fails_its_task_and_only_its_dependants(
     )
     source = f"""
         from dbtflow import DbtProject, dbt_dag
-        dag = dbt_dag(DbtProject({str(own_bikeshare)!r}), dag_id="bike_broken")
+        dag = dbt_dag(DbtProject({str(own_bikeshare)!r}), dag_id="bike_broken", docs=True)
     """
     with dag_file("bike_broken", source) as path:
         state, tasks = run_dag(path, "bike_broken")
@@ -70,6 +93,7 @@ def test_broken_model_fails_its_task_and_only_its_dependants(
     assert tasks["stg_bikes"][0] == "failed"
     assert tasks["bike_utilization"][0] == "skipped"
     assert tasks["dbt_build"][0] == "failed"
+    assert tasks["dbt_docs"][0] == "upstream_failed"  # docs=True refreshes the docs after a good run only
     for independent in ("stg_trips", "fct_trips", "dim_stations", "station_daily_usage", "stations_snapshot"):
         assert tasks[independent][0] == "success", independent
 
@@ -99,12 +123,17 @@ def test_each_task_shows_its_unique_id(bikeshare_dir: Path, warehouse: Path) -> 
         dag = load_dag(path, "bike_ids")
     task = dag.task_dict["fct_trips"]
     assert task.unique_ids[0] == "model.bikeshare.fct_trips"
+    # Its documentation links to its model's page in the dbt docs and its row in the report.
+    assert "(/dbtflow/docs/bikeshare/#!/model/model.bikeshare.fct_trips)" in task.doc_md
+    assert "(/dbtflow/reports/bike_ids/#model.bikeshare.fct_trips)" in task.doc_md
+    assert "(/dbtflow/docs/bikeshare/#!/seed/seed.bikeshare.raw_trips)" in dag.task_dict["raw_trips"].doc_md
     assert "unique_ids" in task.template_fields
     from airflow.serialization.serialized_objects import DagSerialization
 
     serialized = DagSerialization.to_dict(dag)
     fct = next(t for t in serialized["dag"]["tasks"] if t["__var"]["task_id"] == "fct_trips")["__var"]
     assert fct["unique_ids"][0] == "model.bikeshare.fct_trips"
+    assert fct["doc_md"] == task.doc_md
 
 
 def test_second_load_of_a_dag_file_does_not_touch_dbt(

@@ -14,6 +14,7 @@ from airflow.sdk import DAG, BaseOperator, TaskGroup
 
 from dbtflow.airflow.assets import add_assets_task
 from dbtflow.airflow.batch_operator import DbtBatchOperator
+from dbtflow.airflow.docs_operator import DocsTarget, add_docs_task, node_doc_md
 from dbtflow.airflow.operators import DbtNodeOperator, DbtProducerOperator
 from dbtflow.errors import DbtflowError
 from dbtflow.monitoring.deadlines import ModelDeadlines
@@ -86,7 +87,7 @@ def add_plan_tasks(
         # A task follows the producer when the producer builds all of its nodes (the at_end test
         # task does not: it runs its own `dbt test` once every model is built).
         streamed = bool(produced) and produced.issuperset(spec.nodes)
-        operators[spec.task_id] = DbtNodeOperator(
+        node_task = operators[spec.task_id] = DbtNodeOperator(
             task_id=spec.task_id,
             unique_ids=spec.nodes,
             main_node=spec.main_node,
@@ -94,6 +95,8 @@ def add_plan_tasks(
             producer_task_id=plan.producer,
             **common,
         )
+        if spec.main_node and "doc_md" not in operator_kwargs:
+            node_task.doc_md = node_doc_md(project.name, node_task.dag_id, spec.main_node)
     for spec in plan.tasks:
         for upstream in spec.upstream:
             _link(operators[upstream], operators[spec.task_id])
@@ -131,6 +134,7 @@ def dbt_task_group(
     model_deadlines: ModelDeadlines | None = None,
     operator_kwargs: dict[str, Any] | None = None,
     assets: bool = True,
+    docs: DocsTarget = False,
 ) -> TaskGroup | None:
     """Add the project's tasks to the DAG being defined, inside a task group (or not, with ``group_id=None``).
 
@@ -157,6 +161,10 @@ def dbt_task_group(
     while a model runs past its expected duration (in any task that runs dbt).
     ``assets``: a teardown task ``dbt_assets`` emits one Airflow asset event per model, seed and
     snapshot the run built (``dbtflow.airflow.assets``); ``False`` leaves it out.
+    ``docs``: ``True`` adds a last task ``dbt_docs`` that refreshes the project's dbt docs after
+    each successful run, in ``$DBTFLOW_HOME/docs/<project>/`` (served at ``/dbtflow/docs/``), or in
+    the folder of an Airflow ``ObjectStoragePath`` (or URL) given instead of ``True``
+    (``dbtflow.airflow.docs_operator``).
     ``artifacts_url`` / ``artifacts_conn_id`` (single and grouped): where a try keeps its
     ``run_results.json`` for the next try's ``dbt retry``: dbtflow's state database by default
     (shared by the workers through ``DBTFLOW_STATE_URL``), or this Airflow object storage URL
@@ -185,6 +193,7 @@ def dbt_task_group(
         model_deadlines=model_deadlines,
         operator_kwargs=operator_kwargs,
         assets=assets,
+        docs=docs,
     )
 
 
@@ -203,6 +212,7 @@ def add_dbt_tasks(
     model_deadlines: ModelDeadlines | None = None,
     operator_kwargs: dict[str, Any] | None = None,
     assets: bool = True,
+    docs: DocsTarget = False,
 ) -> TaskGroup | None:
     """``dbt_task_group`` with its plan choices checked already (and, from ``elt``, the plan
     made already: ``plan`` is ``make_plan(project, options)``)."""
@@ -225,6 +235,8 @@ def add_dbt_tasks(
             )
             if assets and project is not None:
                 add_assets_task(project, [cloud_task], state_url=state_url)
+            if docs is not False:
+                add_docs_task(project, [cloud_task], docs)
             return
         if project is None:
             raise DbtflowError(
@@ -246,6 +258,8 @@ def add_dbt_tasks(
         )
         if assets:
             add_assets_task(project, operators.values(), state_url=state_url)
+        if docs is not False:
+            add_docs_task(project, operators.values(), docs)
 
     if group_id is None:
         add_tasks()
@@ -300,6 +314,7 @@ def dbt_dag(
     default_args: dict[str, Any] | None = None,
     operator_kwargs: dict[str, Any] | None = None,
     assets: bool = True,
+    docs: DocsTarget = False,
     **dag_kwargs: Any,
 ) -> DAG:
     """A DAG that runs the dbt project with the given pattern; see ``dbt_task_group`` for the arguments.
@@ -335,6 +350,7 @@ def dbt_dag(
             model_deadlines=model_deadlines,
             operator_kwargs=operator_kwargs,
             assets=assets,
+            docs=docs,
         )
     return dag
 
@@ -344,9 +360,10 @@ def _doc(dag_id: str, project: DbtProject | None, options: PlanOptions) -> str:
     lines = [f"{what}, pattern `{options.pattern}`."]
     lines.append(
         "Run times, growth trends and the last run's critical path: "
-        f"[dbt run-time report](/dbtflow/reports/{dag_id}/index.html) "
-        f"(`dbtflow report --dag {dag_id}` refreshes it)."
+        f"[dbt run-time report](/dbtflow/reports/{dag_id}/) (live from the run-time history)."
     )
+    if project is not None:
+        lines.append(f"Models, columns and lineage: [dbt docs](/dbtflow/docs/{project.name}/).")
     if options.select or options.exclude or options.selector:
         lines.append(
             f"Selection: select `{' '.join(options.select)}` exclude `{' '.join(options.exclude)}`"

@@ -6,8 +6,9 @@ dbt is given dbtflow's cached parse of the project (so it does not parse again) 
 temporary target folder; only the three files the docs site needs are kept: ``index.html``,
 ``manifest.json`` and ``catalog.json``. They describe the project and the warehouse's columns and
 never the profile: the target's credentials stay in the process environment while dbt runs
-(``dbtflow.project.invoke``). The destination may be any path-like object with ``/`` and
-``write_bytes`` (an Airflow ``ObjectStoragePath`` such as ``s3://bucket/docs`` on a deployment).
+(``dbtflow.project.invoke``). The destination may be any path-like object with ``/``, ``mkdir``
+and ``write_bytes``: an Airflow ``ObjectStoragePath`` such as ``s3://bucket/docs`` on a deployment
+(``dbtflow docs --target-path``, ``dbt_dag(docs=...)``), which the plugin does not serve.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dbtflow.errors import DbtflowError
+from dbtflow.files import write_atomic
 from dbtflow.project.config import DbtProject
 from dbtflow.project.invoke import run_dbt, tmp_root
 from dbtflow.project.manifest import load_manifest
@@ -61,7 +63,11 @@ def generate_docs(project: DbtProject, out: Any = None) -> Any:
                 "run `dbt docs generate` in the project to see dbt's message.",
             )
         if isinstance(destination, Path):
-            destination.mkdir(parents=True, exist_ok=True)
+            # The plugin may serve the folder meanwhile: a reader sees the old file or the new one.
+            for file in DOCS_FILES:
+                write_atomic(destination / file, (target / file).read_bytes())
+            return destination
+        destination.mkdir(parents=True, exist_ok=True)  # a local file:// path needs its folder
         for file in DOCS_FILES:
             (destination / file).write_bytes((target / file).read_bytes())
     return destination
