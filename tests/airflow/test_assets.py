@@ -20,6 +20,7 @@ from airflow.sdk import Asset
 from dbtflow import DbtflowError, DbtProject
 from dbtflow.airflow.assets import model_asset, upstream_assets
 from dbtflow.project.relations import Relation, Warehouse, namespace_of, relation_parts
+from postgres import ensure_local_server, psql
 
 from conftest import AIRFLOW_HOME, EXAMPLE, copy_project
 from dagtest import dag_file, load_dag
@@ -41,22 +42,27 @@ def _uris(condition: Any) -> set[str]:
 def test_a_model_asset_names_its_relation(bikeshare_dir: Path, warehouse: Path) -> None:
     project = DbtProject(bikeshare_dir)
     asset = model_asset(project, "fct_trips")
-    assert asset.uri == f"duckdb:{warehouse.resolve()}/warehouse/main/fct_trips"
+    # OpenLineage's dataset URI: namespace duckdb://<absolute path>, name database.schema.table.
+    assert asset.uri == f"duckdb:{warehouse.resolve()}/warehouse.main.fct_trips"
     assert asset == model_asset(project, "model.bikeshare.fct_trips")
-    assert model_asset(project, "raw_trips").uri.endswith("/warehouse/main/raw_trips")
+    assert model_asset(project, "raw_trips").uri.endswith("/warehouse.main.raw_trips")
     with pytest.raises(DbtflowError, match="No model, seed or snapshot named 'int_trip_durations'"):
         model_asset(project, "int_trip_durations")  # ephemeral: no relation
 
 
-def test_relation_naming_follows_openlineage_and_airflow() -> None:
+def test_relation_naming_follows_openlineage() -> None:
+    from openlineage.client.naming.dataset import Postgres
+
     assert relation_parts('"an""a"."main"."t"') == ('an"a', "main", "t")
     assert relation_parts("`proj`.`ds`.`t`") == ("proj", "ds", "t")
     postgres = Warehouse("postgres", namespace_of({"type": "postgres", "host": "db", "port": 5432}))
     relation = Relation(postgres, "analytics", "marts", "fct_orders")
-    # OpenLineage: namespace postgres://host:port, name database.schema.table; Airflow's
-    # PostgreSQL provider: postgres://host:port/database/schema/table (it rejects any other path).
-    assert (postgres.namespace, relation.dataset_name) == ("postgres://db:5432", "analytics.marts.fct_orders")
-    assert Asset(uri=relation.uri).uri == "postgres://db:5432/analytics/marts/fct_orders"
+    # As OpenLineage's own naming helper names the dataset; the asset is its URI, namespace/name.
+    named = Postgres(host="db", port="5432", database="analytics", schema="marts", table="fct_orders")
+    assert (postgres.namespace, relation.dataset_name) == (named.get_namespace(), named.get_name())
+    assert Asset(uri=relation.uri).uri == "postgres://db:5432/analytics.marts.fct_orders"
+    # The AIP-60 form, for when Airflow's PostgreSQL provider (which rejects any other) is installed.
+    assert relation.airflow_uri == "postgres://db:5432/analytics/marts/fct_orders"
     bigquery = Warehouse("bigquery", namespace_of({"type": "bigquery"}))
     assert Relation(bigquery, "proj", "ds", "t").uri == "bigquery://proj/ds/t"
 
@@ -65,12 +71,12 @@ def test_upstream_assets_of_a_split_project(bikeshare_dir: Path, library_dir: Pa
     bikeshare = DbtProject(bikeshare_dir)
     marts = _uris(upstream_assets(bikeshare, select="tag:marts"))
     # fct_trips reads stg_trips through the ephemeral int_trip_durations: it counts.
-    assert {u.rsplit("/", 1)[1] for u in marts} == {"stg_bikes", "stg_stations", "stg_trips"}
+    assert {u.rsplit(".", 1)[1] for u in marts} == {"stg_bikes", "stg_stations", "stg_trips"}
     only_fct = _uris(upstream_assets(bikeshare, select="station_daily_usage"))
-    assert {u.rsplit("/", 1)[1] for u in only_fct} == {"fct_trips", "dim_stations"}
+    assert {u.rsplit(".", 1)[1] for u in only_fct} == {"fct_trips", "dim_stations"}
     # A relationships test of fct_trips reads dim_stations: the test runs in this DAG, so it waits.
     tested = _uris(upstream_assets(bikeshare, select="+fct_trips"))
-    assert {u.rsplit("/", 1)[1] for u in tested} == {"dim_stations"}
+    assert {u.rsplit(".", 1)[1] for u in tested} == {"dim_stations"}
     with pytest.raises(DbtflowError, match="reads no model outside itself") as refused:
         upstream_assets(bikeshare, select="+station_daily_usage")
     assert "model_asset" in str(refused.value)
@@ -78,7 +84,7 @@ def test_upstream_assets_of_a_split_project(bikeshare_dir: Path, library_dir: Pa
     library = DbtProject(library_dir)
     marts = _uris(upstream_assets(library, select="tag:marts"))
     # A versioned model (its latest version) and a model of a local package count too.
-    names = {u.rsplit("/", 1)[1] for u in marts}
+    names = {u.rsplit(".", 1)[1] for u in marts}
     assert names == {"calendar_months", "dim_members_v2", "stg_books", "stg_loans"}
     assert model_asset(library, "dim_members").uri in marts
 
@@ -218,3 +224,49 @@ def test_assets_false_leaves_the_asset_task_out(bikeshare_dir: Path, warehouse: 
     without = dbt_dag(DbtProject(bikeshare_dir), dag_id="no_assets", pattern="single", assets=False)
     assert with_assets.get_task("dbt_assets").is_teardown
     assert "dbt_assets" not in without.task_ids
+
+
+PG_DATABASE = "dbtflow_assets_pg"
+PG_PROFILE = f"""
+pg_assets:
+  target: dev
+  outputs:
+    dev:
+      type: postgres
+      host: 127.0.0.1
+      port: 5432
+      user: postgres
+      password: unused-with-trust-auth
+      dbname: {PG_DATABASE}
+      schema: analytics
+      threads: 2
+"""
+
+
+def test_a_postgres_build_emits_events_on_openlineage_named_assets(tmp_path: Path, airflow_db: Path) -> None:
+    """On PostgreSQL the assets are OpenLineage's ``postgres://host:port/database.schema.table``."""
+    ensure_local_server()
+    psql(f"drop database if exists {PG_DATABASE}")
+    psql(f"create database {PG_DATABASE}")
+    project = tmp_path / "pg_assets"
+    (project / "models").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: pg_assets\nversion: '1.0'\nprofile: pg_assets\n")
+    (project / "profiles.yml").write_text(PG_PROFILE)
+    (project / "models" / "orders.sql").write_text("select 1 as id\n")
+    (project / "models" / "fct_orders.sql").write_text("select id from {{ ref('orders') }}\n")
+    source = f"""
+        from dbtflow import DbtProject, dbt_dag
+        dag = dbt_dag(DbtProject({str(project)!r}), dag_id="assets_pg", pattern="single")
+    """
+    with dag_file("assets_pg", source) as path:
+        run = load_dag(path, "assets_pg").test()
+    assert str(run.state) == "success"
+    expected = {
+        f"postgres://127.0.0.1:5432/{PG_DATABASE}.analytics.{name}": f"model.pg_assets.{name}"
+        for name in ("orders", "fct_orders")
+    }
+    uri = model_asset(DbtProject(project), "fct_orders").uri
+    assert uri == f"postgres://127.0.0.1:5432/{PG_DATABASE}.analytics.fct_orders"
+    events = _events("assets_pg")
+    assert {u: e["unique_id"] for u, e in events.items()} == expected, events
+    assert all(e["run_id"] == run.run_id for e in events.values())

@@ -12,6 +12,15 @@ forks for the producer, which has no task context: ``run_parent`` makes the same
 the DAG run as the provider's macros do), on a thread of their own so that a slow receiver never
 holds up dbt's results. Nothing happens unless the provider is installed and configured
 (``[openlineage] transport``, as for the rest of Airflow).
+
+The forked dbt of ``dbtflow run`` has not imported Airflow, and importing it there for the
+provider's adapter cost most of lineage's CPU (py-spy, 2026-12-03: the import took about two
+thirds of the lineage thread's samples, on the cores dbt runs on, and the run's end waited for
+the thread to catch up). So the runner resolves the client configuration as the provider does
+(``client_config``) and hands it over with the parent (``run_parent``): that process sends with
+the OpenLineage client alone.
+A task on a worker, where Airflow is loaded anyway, sends through the provider's adapter (which
+also redacts the secrets the task registered).
 """
 
 from __future__ import annotations
@@ -62,9 +71,10 @@ def task_parent(context: Any) -> dict[str, str]:
     }
 
 
-def run_parent(dag_run: Any, task: TaskTry) -> dict[str, str] | None:
+def run_parent(dag_run: Any, task: TaskTry) -> dict[str, Any] | None:
     """The same parent for a task try known only by its DAG run (``dbtflow run``'s forked dbt),
-    built as the provider's macros build it; ``None`` when OpenLineage is not configured."""
+    built as the provider's macros build it, with the provider's client configuration
+    (``client_config``) to send with; ``None`` when OpenLineage is not configured."""
     if not lineage_enabled():
         return None
     from airflow.providers.openlineage import conf
@@ -98,7 +108,17 @@ def run_parent(dag_run: Any, task: TaskTry) -> dict[str, str] | None:
         ),
         "root_job_name": root.get("root_parent_job_name") or task.dag_id,
         "root_namespace": root.get("root_parent_job_namespace") or namespace,
+        "client_config": client_config(),
     }
+
+
+def client_config() -> dict[str, Any]:
+    """The OpenLineage client configuration the provider's adapter would use (its Airflow
+    connection, YAML file or ``[openlineage] transport``); ``{}`` leaves it to the client's own
+    environment variables, as the adapter does when Airflow configures none."""
+    from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+
+    return OpenLineageAdapter().get_openlineage_config() or {}
 
 
 def stop_listeners(component: Any) -> None:
@@ -114,15 +134,17 @@ def stop_listeners(component: Any) -> None:
 
 
 class NodeLineage:
-    """Sends the START and COMPLETE/FAIL events of each node result it is given."""
+    """Sends the START and COMPLETE/FAIL events of each node result it is given: with the
+    OpenLineage client alone when the parent carries a ``client_config`` (``run_parent``), else
+    through the provider's adapter."""
 
-    def __init__(self, project: DbtProject, parent: dict[str, str], log: Any) -> None:
+    def __init__(self, project: DbtProject, parent: dict[str, Any], log: Any) -> None:
         self.project = project
         self.log = log
         self.dag_id = parent["dag_id"]
         self.namespace = parent["namespace"]
         self.parent = parent
-        self.adapter: Any = None
+        self.config: dict[str, Any] | None = parent.get("client_config")
         self._graph: DbtGraph | None = None
         self._warehouse: Warehouse | None = None
         self._manifest: Any = None
@@ -138,12 +160,9 @@ class NodeLineage:
         self.thread.join(DRAIN_TIMEOUT_S)
 
     def _send(self) -> None:
-        # Imported here, off the caller's thread: the forked dbt of `dbtflow run` has not
-        # imported Airflow, and its first results need not wait for that.
+        # Imported here, off the caller's thread: its first results need not wait for that.
         try:
-            from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
-
-            self.adapter = OpenLineageAdapter()
+            emit = self._emitter()
         except Exception as exc:  # lineage is a by-product: the run's outcome stands
             self.log.warning("Could not start sending OpenLineage events: %s", exc)
             return
@@ -151,16 +170,25 @@ class NodeLineage:
             for result in batch:
                 try:
                     for event in self.events(result):
-                        self.adapter.emit(event)
+                        emit(event)
                 except Exception as exc:  # lineage is a by-product: the run's outcome stands
                     self.log.warning("Could not send OpenLineage events for %s: %s", result.unique_id, exc)
+
+    def _emitter(self) -> Callable[[Any], Any]:
+        if self.config is not None:
+            from openlineage.client import OpenLineageClient
+
+            return OpenLineageClient(config=self.config or None).emit
+        from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+
+        return OpenLineageAdapter().emit
 
     def _relations(self, uid: str) -> tuple[list[Relation], Relation | None]:
         if self._graph is None:
             self._graph = load_graph(self.project)
+        if self._warehouse is None:
             self._warehouse = warehouse_of(self.project)
         graph, warehouse = self._graph, self._warehouse
-        assert warehouse is not None
         node = graph.nodes.get(uid)
         if node is None:
             return [], None
@@ -180,9 +208,8 @@ class NodeLineage:
 
     def events(self, result: NodeResult) -> list[Any]:
         """The START and COMPLETE (or FAIL) run events of one node result."""
-        from airflow.providers.openlineage.utils.utils import _get_parent_run_facet
         from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-        from openlineage.client.facet_v2 import error_message_run, job_type_job, sql_job
+        from openlineage.client.facet_v2 import error_message_run, job_type_job, parent_run, sql_job
         from openlineage.client.uuid import generate_new_uuid
 
         inputs, output = self._relations(result.unique_id)
@@ -197,14 +224,21 @@ class NodeLineage:
                 query=sql, dialect=self._warehouse.adapter if self._warehouse else None
             )
         job = Job(namespace=self.namespace, name=f"{self.dag_id}.{result.unique_id}", facets=job_facets)
-        run_facets: dict[str, Any] = _get_parent_run_facet(
-            parent_run_id=self.parent["run_id"],
-            parent_job_name=self.parent["job_name"],
-            parent_job_namespace=self.namespace,
-            root_parent_run_id=self.parent["root_run_id"],
-            root_parent_job_name=self.parent["root_job_name"],
-            root_parent_job_namespace=self.parent["root_namespace"],
+        # The provider's parent facet (utils._get_parent_run_facet), built without importing it.
+        root = parent_run.Root(
+            run=parent_run.RootRun(runId=self.parent["root_run_id"] or self.parent["run_id"]),
+            job=parent_run.RootJob(
+                namespace=self.parent["root_namespace"] or self.namespace,
+                name=self.parent["root_job_name"] or self.parent["job_name"],
+            ),
         )
+        run_facets: dict[str, Any] = {
+            "parent": parent_run.ParentRunFacet(
+                run=parent_run.Run(runId=self.parent["run_id"]),
+                job=parent_run.Job(namespace=self.namespace, name=self.parent["job_name"]),
+                root=root,
+            )
+        }
         run_id = str(generate_new_uuid())
         ins = [InputDataset(namespace=r.warehouse.namespace, name=r.dataset_name) for r in inputs]
         outs = (
@@ -242,7 +276,7 @@ def node_lineage(
     log: Any,
     also: ResultsCallback | None = None,
     *,
-    parent: dict[str, str] | None = None,
+    parent: dict[str, Any] | None = None,
 ) -> Iterator[ResultsCallback | None]:
     """A results callback that sends each node's events (and passes the results to ``also``), or
     ``also`` alone when OpenLineage is not configured or there is no task context. ``parent``

@@ -4,10 +4,13 @@ Downstream DAGs schedule on a model's Airflow asset and lineage catalogs join on
 dataset, so both names must be stable and computable from the project alone (a DAG file calls
 ``dbtflow.model_asset`` at parse time, the asset task at run time). The naming follows
 OpenLineage's dataset naming (a ``namespace`` for the warehouse, a ``database.schema.table``
-name, as OpenLineage's own dbt integration produces them), and the asset URI is Airflow's
-AIP-60 form of the same relation (``postgres://host:port/database/schema/table``), which
-Airflow's PostgreSQL provider validates and the OpenLineage provider turns back into the
-OpenLineage dataset. No Airflow here: the warehouse comes from the project's profile target.
+name, as OpenLineage's own dbt integration and its ``openlineage.client.naming`` produce them),
+and the asset URI is OpenLineage's URI of the same dataset, ``namespace/name``
+(``postgres://host:port/database.schema.table``): one name in the asset graph and the lineage
+catalog. Airflow's PostgreSQL provider, when installed, accepts only its own AIP-60 form
+(``postgres://host:port/database/schema/table``): ``Relation.airflow_uri`` is that form, for
+``dbtflow.airflow.assets`` to fall back on. No Airflow here: the warehouse comes from the
+project's profile target.
 """
 
 from __future__ import annotations
@@ -52,8 +55,16 @@ class Relation:
 
     @property
     def uri(self) -> str:
-        """The Airflow asset URI: the namespace followed by ``/database/schema/table``
+        """The asset URI: OpenLineage's ``namespace/name``, ``postgres://host:5432/db.schema.table``
         (``bigquery://project/dataset/table`` for BigQuery, whose namespace has no authority)."""
+        if "://" not in self.warehouse.namespace:
+            return self.airflow_uri
+        return f"{self.warehouse.namespace}/{self.dataset_name}"
+
+    @property
+    def airflow_uri(self) -> str:
+        """Airflow's AIP-60 form, ``postgres://host:5432/db/schema/table``: what an Airflow provider
+        that validates the scheme (apache-airflow-providers-postgres) accepts."""
         if "://" not in self.warehouse.namespace:
             return f"{self.warehouse.namespace}://{self.database}/{self.schema}/{self.identifier}"
         return f"{self.warehouse.namespace}/{self.database}/{self.schema}/{self.identifier}"
