@@ -78,6 +78,7 @@ def ensure_cosmos() -> None:
         "apache-airflow-providers-standard",
         f"dbt-core=={metadata.version('dbt-core')}",
         f"dbt-duckdb=={metadata.version('dbt-duckdb')}",
+        "psycopg2-binary",  # for --metadata postgres
     ]
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], check=True)
 

@@ -88,6 +88,13 @@ def main() -> None:
         help=f"sides of the scheduler table (default {','.join(scheduler_table.SIDES)})",
     )
     parser.add_argument(
+        "--metadata",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the scheduler table's Airflow metadata database: SQLite, or a fresh database on the"
+        " machine's PostgreSQL at 127.0.0.1:5432 (default sqlite)",
+    )
+    parser.add_argument(
         "--results",
         type=Path,
         default=HERE / "results.md",
@@ -243,9 +250,9 @@ def tables_only(args: argparse.Namespace) -> None:
         if "cosmos_watcher" in args.sides:
             ensure_cosmos()
         sizes = args.sizes or scheduler_table.DEFAULT_SIZES
-        measured_runs = scheduler_table.measure(sizes, args.sides, args.slow_repeats)
-        print("\n".join(scheduler_table.rows(measured_runs)))
-        report = scheduler_table.update(report, measured_runs)
+        measured_runs = scheduler_table.measure(sizes, args.sides, args.slow_repeats, args.metadata)
+        print("\n".join(scheduler_table.rows(measured_runs, args.metadata)))
+        report = scheduler_table.update(report, measured_runs, args.metadata)
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(report)
     log(f"updated {args.results}")

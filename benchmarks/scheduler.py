@@ -122,9 +122,38 @@ def _timeline(airflow: Any, dag_id: str, run_id: str, producer: str) -> tuple[fl
     return build, tail
 
 
-def under_scheduler(project: Project, kind: str, timeout: float, *, warm: bool = True) -> SchedulerRun:
+#: The machine's PostgreSQL server (trust auth), for ``--metadata postgres``.
+POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+
+
+@contextlib.contextmanager
+def metadata_database(metadata: str, name: str) -> Any:
+    """``None`` for SQLite in the deployment's home, or the URL of a fresh PostgreSQL database
+    (dropped afterwards) for ``postgres``."""
+    if metadata == "sqlite":
+        yield None
+        return
+    import sqlalchemy as sa
+
+    server = sa.create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    database = re.sub(r"[^a-z0-9_]", "_", name.lower())[:60]
+    try:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f"drop database if exists {database} with (force)")
+            conn.exec_driver_sql(f"create database {database}")
+        yield f"{POSTGRES_SERVER}/{database}"
+    finally:
+        with server.connect() as conn:
+            conn.exec_driver_sql(f"drop database if exists {database} with (force)")
+        server.dispose()
+
+
+def under_scheduler(
+    project: Project, kind: str, timeout: float, *, warm: bool = True, metadata: str = "sqlite"
+) -> SchedulerRun:
     """One DAG run under a real scheduler, for ``dbtflow``, ``bash`` or ``cosmos_watcher``, measured
-    after one unmeasured run of the same DAG (``warm``) unless told otherwise."""
+    after one unmeasured run of the same DAG (``warm``) unless told otherwise; Airflow's metadata
+    in SQLite, or in PostgreSQL (``metadata="postgres"``)."""
     from dbtflow.testing.deployment import airflow_deployment
 
     root = Path(tempfile.mkdtemp(prefix=f"sched-{kind}-", dir=WORK))
@@ -152,7 +181,12 @@ def under_scheduler(project: Project, kind: str, timeout: float, *, warm: bool =
     env["AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL"] = "5"
     state = "not started"
     try:
-        with airflow_deployment(root / "airflow", dags, env, airflow=command) as airflow:
+        with (
+            metadata_database(metadata, f"bench_{root.name}") as metadata_url,
+            airflow_deployment(
+                root / "airflow", dags, env, airflow=command, metadata_url=metadata_url
+            ) as airflow,
+        ):
             airflow.wait_for_dag(dag_id, timeout=900)
             if warm:
                 # One unmeasured run first, as a deployment that has run before: the triggerer's

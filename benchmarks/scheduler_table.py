@@ -25,6 +25,8 @@ SIDES = {
 #: ``--sizes`` tokens: a bare number is a layered project, except 14 (the mixed project).
 DEFAULT_SIZES = ["14", "100", "1000", "chain10", "chain100", "chain500"]
 HEADING = "## Under a real scheduler, by project: what Airflow adds around dbt"
+#: Airflow's metadata database, as a row names it (SQLite unless said).
+METADATA = {"sqlite": "SQLite metadata", "postgres": "PostgreSQL metadata"}
 CPU_COLUMNS = ("scheduler", "workers", "dag-processor", "triggerer", "api-server")
 
 
@@ -35,7 +37,7 @@ def project_key(token: str) -> str:
 
 
 def measure(
-    tokens: list[str], sides: list[str], repeats: int
+    tokens: list[str], sides: list[str], repeats: int, metadata: str = "sqlite"
 ) -> list[tuple[Project, str, list[SchedulerRun | str]]]:
     out = []
     for token in tokens:
@@ -44,7 +46,7 @@ def measure(
             runs: list[SchedulerRun | str] = []
             for i in range(repeats):
                 try:
-                    runs.append(under_scheduler(proj, side, SCHEDULER_LOAD_TIMEOUT_S))
+                    runs.append(under_scheduler(proj, side, SCHEDULER_LOAD_TIMEOUT_S, metadata=metadata))
                 except Exception as exc:  # a failed side is reported in the table, not fatal
                     runs.append(f"failed: {str(exc).splitlines()[0][:100]}")
                 log(f"{proj.name} under a scheduler, {side} run {i + 1}/{repeats}: {runs[-1]}")
@@ -62,12 +64,13 @@ def _seconds(value: float | None, bound: str = "") -> str:
 
 
 def _row(
-    proj: Project, side: str, runs: list[SchedulerRun | str], floor: float | None
+    proj: Project, side: str, runs: list[SchedulerRun | str], floor: float | None, metadata: str
 ) -> tuple[str, float | None]:
+    name = proj.name if metadata == "sqlite" else f"{proj.name}, {METADATA[metadata]}"
     done = [r for r in runs if isinstance(r, SchedulerRun)]
     if not done:
         failure = next((r for r in runs if isinstance(r, str)), "not run")
-        return f"| {proj.name} | {SIDES[side]} | {failure} |" + " |" * 10 + f" {date.today()} |", None
+        return f"| {name} | {SIDES[side]} | {failure} |" + " |" * 10 + f" {date.today()} |", None
     finished = all(r.state in ("success", "failed") for r in done)
     more = "" if finished else "> "
     seconds = statistics.median(r.seconds for r in done)
@@ -76,7 +79,7 @@ def _row(
     total = sum(v for v in cpu.values() if v is not None)
     ratio = "-" if not floor or not finished else f"{seconds / floor:.2f}x"
     cells = [
-        proj.name,
+        name,
         SIDES[side],
         f"{more}{seconds:.1f} s ({states}), n={len(done)}",
         _seconds(_median([r.build_s for r in done])),
@@ -89,13 +92,15 @@ def _row(
     return "| " + " | ".join(cells) + " |", seconds if finished and side == "bash" else None
 
 
-def rows(measured: list[tuple[Project, str, list[SchedulerRun | str]]]) -> list[str]:
+def rows(
+    measured: list[tuple[Project, str, list[SchedulerRun | str]]], metadata: str = "sqlite"
+) -> list[str]:
     """One row per project and side; ratios to the BashOperator side of the same project."""
     floors: dict[str, float | None] = {}
     for proj, side, runs in measured:
         if side == "bash":
-            floors[proj.name] = _row(proj, side, runs, None)[1]
-    return [_row(proj, side, runs, floors.get(proj.name))[0] for proj, side, runs in measured]
+            floors[proj.name] = _row(proj, side, runs, None, metadata)[1]
+    return [_row(proj, side, runs, floors.get(proj.name), metadata)[0] for proj, side, runs in measured]
 
 
 INTRO = [
@@ -105,7 +110,8 @@ INTRO = [
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
 ]
 NOTES = [
-    "LocalExecutor on SQLite, the four components started afresh for each run; one run each unless",
+    "LocalExecutor on SQLite (PostgreSQL where the project says so: a fresh database on the",
+    "machine's server), the four components started afresh for each run; one run each unless",
     "n says otherwise. Build and tail come from the metadata database: the task that runs dbt is",
     "dbtflow's `dbt_build`, the BashOperator task, or Cosmos's `dbt_producer_watcher`. CPU is user +",
     "system time of each component's process tree from trigger to end, reaped children included;",
@@ -116,5 +122,7 @@ NOTES = [
 ]
 
 
-def update(report: str, measured: list[tuple[Project, str, list[SchedulerRun | str]]]) -> str:
-    return merge_table(report, HEADING, INTRO, rows(measured), NOTES, keys=2)
+def update(
+    report: str, measured: list[tuple[Project, str, list[SchedulerRun | str]]], metadata: str = "sqlite"
+) -> str:
+    return merge_table(report, HEADING, INTRO, rows(measured, metadata), NOTES, keys=2)

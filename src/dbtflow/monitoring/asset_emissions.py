@@ -39,7 +39,7 @@ def unemitted_builds(
     )
     with history.engine.connect() as conn:
         rows = conn.execute(query.order_by(node_runs.c.id)).all()
-        emitted = set(conn.execute(done).scalars())
+        emitted: set[int] = set(conn.execute(done).scalars())
     newest = {row.unique_id: row for row in rows if row.unique_id.split(".", 1)[0] in ASSET_RESOURCE_TYPES}
     return {
         uid: row for uid, row in newest.items() if row.status == NodeStatus.SUCCESS and row.id not in emitted

@@ -272,17 +272,24 @@ def airflow_deployment(
     airflow: str | None = None,
     *,
     celery: Celery | None = None,
+    metadata_url: str | None = None,
 ) -> Iterator[Deployment]:
-    """Start the components (and Celery workers); stop them afterwards (logs are in ``home``)."""
+    """Start the components (and Celery workers); stop them afterwards (logs are in ``home``).
+
+    ``metadata_url``: the LocalExecutor's metadata database (an empty PostgreSQL database, say),
+    instead of SQLite in ``home``.
+    """
     command = airflow or str(Path(sys.executable).parent / "airflow")
     port = free_port()
     env = _base_env(home, dags_folder, extra_env, port)
+    if metadata_url is not None:
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
     if celery is not None:
         env = _celery_env(env, celery)
     home.mkdir(parents=True, exist_ok=True)
     deployment = Deployment(home=home, env=env, command=command, api_url=f"http://127.0.0.1:{port}")
     deployment.airflow("db", "migrate", timeout=300)
-    if celery is None:
+    if env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
         deployment.query("PRAGMA journal_mode=WAL")
     deployment.commands = {name[0]: (list(name), env, home) for name in COMPONENTS}
     for i in range(1, (celery.workers if celery else 0) + 1):
