@@ -97,6 +97,8 @@ class DbtProject:
     ``profile`` carries its own name, and giving a different ``profile_name`` as well is refused.
     ``manifest_path`` points at a ``manifest.json`` produced elsewhere (for example in CI); without
     it dbtflow parses the project itself and caches the result.
+    ``defer_state`` is a dbt ``--state`` folder: every dbt command that takes ``--state`` and
+    ``--defer`` gets both (slim CI, ``dbt_dag(defer_to=...)``; see ``dbtflow.state.manifests``).
     """
 
     path: Path
@@ -108,6 +110,7 @@ class DbtProject:
     #: Arguments given to every dbt command, after dbtflow's own (for example ``["--no-use-colors"]``).
     extra_args: tuple[str, ...] = ()
     profile_name: str | None = None
+    defer_state: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path).expanduser().resolve())
@@ -115,6 +118,8 @@ class DbtProject:
             object.__setattr__(self, "profiles_dir", Path(self.profiles_dir).expanduser().resolve())
         if self.manifest_path is not None:
             object.__setattr__(self, "manifest_path", Path(self.manifest_path).expanduser().resolve())
+        if self.defer_state is not None:
+            object.__setattr__(self, "defer_state", Path(self.defer_state).expanduser().resolve())
         object.__setattr__(self, "vars", dict(self.vars))
         object.__setattr__(self, "extra_args", tuple(self.extra_args))
 

@@ -121,7 +121,9 @@ def run_dbt(
         if threads:
             args += ["--threads", str(threads)]
         args += list(project.extra_args)
-        stack.enter_context(environment({**_QUIET_ENV, **prepared.env}))
+        # dbt reads --state and --defer from these where a command takes them (and only there).
+        deferral = {"DBT_STATE": str(project.defer_state), "DBT_DEFER": "true"} if project.defer_state else {}
+        stack.enter_context(environment({**_QUIET_ENV, **deferral, **prepared.env}))
         stack.enter_context(_INVOCATION_LOCK)
         lock_key = project.profile_source.writer_lock_key()
         if lock_key is not None and command[0] not in ("parse", "ls", "list", "deps"):

@@ -40,7 +40,7 @@ from dbtflow.runner.owners import (
     record_owner,
 )
 from dbtflow.runner.resume import clear_for_retry, unreported_successes
-from dbtflow.runner.slim_ci import deferred
+from dbtflow.runner.slim_ci import NothingModified, deferred
 from dbtflow.runner.timeline import StartUp
 from dbtflow.state.manifests import keep_project_manifest
 from dbtflow.state.task_try import TaskTry
@@ -197,14 +197,18 @@ class _Prepared:
 
 def _prepare(request: RunRequest) -> _Prepared:
     """Activate the embedded Airflow, plan the DAG, write its file, and fork dbt."""
+    production_run = None
     if request.defer_to:
-        request = deferred(request, request.defer_to)
+        request, production_run = deferred(request, request.defer_to)
     airflow_home = embedded_airflow()
     airflow_home.activate()
     project = request.project()
     parse_started = time.monotonic()
     plan = make_plan(project, request.plan)
     startup = StartUp(parse_s=time.monotonic() - parse_started)
+    if not plan.tasks and request.defer_to and production_run:
+        selection = " ".join(request.plan.select) or f"selector {request.plan.selector}"
+        raise NothingModified(str(request.dag_id), request.defer_to, production_run, selection)
     if not plan.tasks:
         raise DbtflowError(
             f"The selection matches no model, seed, snapshot or test of {project.name}.",
@@ -293,8 +297,13 @@ def _drive(
 
 
 def run_project(request: RunRequest) -> RunOutcome:
-    """Execute one DAG run of the project and return its outcome."""
-    prepared = _prepare(request)
+    """Execute one DAG run of the project and return its outcome (a successful one without a DAG
+    run when a slim CI run finds nothing modified)."""
+    try:
+        prepared = _prepare(request)
+    except NothingModified as nothing:
+        print(nothing.line)
+        return RunOutcome(dag_id=nothing.dag_id, run_id="", state="success", tasks=[])
     try:
         dag = _load_and_sync(prepared)
         with owners_lock():

@@ -11,6 +11,9 @@ tasks, the parse, and each task's build.
 The selection depends on the production manifest as much as on the project: the manifest's digest
 goes into the run's vars (``dbtflow_deferred_to``), which key dbtflow's parse cache, so a cached
 selection never outlives the manifest it was made against.
+
+When nothing is modified there is nothing to run: ``NothingModified`` says so, and the command
+ends successfully without starting a DAG run.
 """
 
 from __future__ import annotations
@@ -20,14 +23,22 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from dbtflow.errors import DbtflowError
-from dbtflow.settings import dbtflow_home
-from dbtflow.state.manifests import DagManifests
+from dbtflow.state.manifests import MODIFIED_AND_DOWNSTREAM, defer_project, nothing_modified
 
 if TYPE_CHECKING:
     from dbtflow.runner.run import RunRequest
 
-#: The selection of a slim CI run when none is given.
-MODIFIED_AND_DOWNSTREAM = ("state:modified+",)
+
+class NothingModified(DbtflowError):
+    """A slim CI run's selection matched no node: nothing differs from production's manifest.
+
+    ``dbtflow run`` ends successfully on it (``line`` is its output); a ``dbtflow retry`` of an
+    older slim CI run reports it as an error (there is nothing to retry against)."""
+
+    def __init__(self, dag_id: str, defer_to: str, production_run: str, selection: str) -> None:
+        self.dag_id, self.defer_to, self.production_run = dag_id, defer_to, production_run
+        self.line = nothing_modified(defer_to, production_run, selection)
+        super().__init__(self.line, "nothing to do; modify a model, or run without --defer-to.")
 
 
 def ci_dag_id(defer_to: str) -> str:
@@ -35,28 +46,22 @@ def ci_dag_id(defer_to: str) -> str:
     return f"{defer_to}_slim_ci"
 
 
-def deferred(request: RunRequest, defer_to: str) -> RunRequest:
-    """``request`` as a slim CI run against ``defer_to``'s last successful run; sets ``DBT_STATE``
-    and ``DBT_DEFER`` in this process's environment (inherited by every dbt invocation)."""
-    folder = dbtflow_home() / "defer" / defer_to
-    found = DagManifests().write_state_dir(defer_to, folder)
-    if found is None:
-        raise DbtflowError(
-            f"The DAG {defer_to} has no successful run whose manifest dbtflow kept.",
-            f"run production once with dbtflow (`dbtflow run PROJECT --dag-id {defer_to}`, or its DAG "
-            "under Airflow with the same DBTFLOW_STATE_URL), then retry.",
-        )
-    _, digest = found
-    os.environ["DBT_STATE"] = str(folder)
+def deferred(request: RunRequest, defer_to: str) -> tuple[RunRequest, str]:
+    """``request`` as a slim CI run against ``defer_to``'s last successful run, and that run's id;
+    sets ``DBT_STATE`` and ``DBT_DEFER`` in this process's environment (inherited by every dbt
+    invocation)."""
+    deferral = defer_project(request.project(), defer_to)
+    os.environ["DBT_STATE"] = str(deferral.project.defer_state)
     os.environ["DBT_DEFER"] = "true"
     plan = (
         request.plan
         if request.plan.select or request.plan.selector
         else replace(request.plan, select=MODIFIED_AND_DOWNSTREAM)
     )
-    return replace(
+    deferred_request = replace(
         request,
         plan=plan,
-        vars={**request.vars, "dbtflow_deferred_to": digest[:16]},
+        vars=dict(deferral.project.vars),
         dag_id=request.dag_id or ci_dag_id(defer_to),
     )
+    return deferred_request, deferral.run_id
