@@ -3,7 +3,8 @@
 One module-scoped sequence of five runs of one DAG serves every check (CI time): a first run
 builds everything; a second with nothing changed leaves every node out but the one whose source
 has no load time; a changed model's SQL rebuilds it and its downstream; new rows in a source
-rebuild that source's readers; a run with ``{"full_refresh": true}`` builds everything.
+rebuild that source's readers; a run with ``{"full_refresh": true}`` builds everything. Slim CI
+(``dbt_dag(defer_to=DAG_ID)``, target ``ci`` on the same DuckDB file) then defers to that last run.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ DAG_ID = "state_aware_shop"
 MODELS = {"stg_orders", "stg_customers", "stg_notes", "fct_orders", "customer_revenue", "dim_customers"}
 #: stg_notes reads a source without a load time: its freshness is unknown, so it is always built.
 ALWAYS_BUILT = {"stg_notes"}
+#: Production in schema main (the DAG above), slim CI in schema ci, on one DuckDB file.
+PROFILES = """
+state_shop:
+  target: dev
+  outputs:
+    dev: {type: duckdb, path: "{{ env_var('STATE_SHOP_DUCKDB') }}", schema: main, threads: 2}
+    ci: {type: duckdb, path: "{{ env_var('STATE_SHOP_DUCKDB') }}", schema: ci, threads: 2}
+"""
 
 
 @dataclass
@@ -82,11 +91,23 @@ def _load(database: Path, orders: list[tuple[int, int, float, str]]) -> None:
         con.executemany("insert into raw.orders values (?, ?, ?, ?)", orders)
 
 
+@dataclass(frozen=True)
+class Shop:
+    project: Path
+    database: Path
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> Iterator[dict[str, Run]]:
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
     root = tmp_path_factory.mktemp("state_aware")
     project = copy_project(FIXTURES / "state_aware_shop", root / "shop")
-    database = root / "shop.duckdb"
+    (project / "profiles.yml").write_text(PROFILES)
+    return Shop(project, root / "shop.duckdb")
+
+
+@pytest.fixture(scope="module")
+def runs(shop: Shop, airflow_db: Path) -> Iterator[dict[str, Run]]:
+    project, database = shop.project, shop.database
     _load(database, [(1, 1, 10.0, "2024-01-01 10:00"), (2, 2, 5.0, "2024-01-01 11:00")])
     source = f"""
         from dbtflow import DbtProject, dbt_dag
@@ -150,6 +171,38 @@ def test_full_refresh_builds_everything(runs: dict[str, Run]) -> None:
     assert full.state == "success", full.tasks
     assert full.built == MODELS | {"regions"}
     assert not full.with_state("skipped")
+
+
+def test_slim_ci_dag_builds_the_modified_models_reading_production(shop: Shop, runs: dict[str, Run]) -> None:
+    """``dbt_dag(defer_to=DAG_ID)`` against the module's last (successful) production run: with
+    nothing modified it is one task that succeeds; after an edit of fct_orders it builds exactly
+    fct_orders and its downstream, in schema ci, reading their unchanged parents from main."""
+    assert runs["full_refresh"].state == "success"
+    ci_id = "state_aware_shop_ci"
+    source = f"""
+        from dbtflow import DbtProject, dbt_dag
+        dag = dbt_dag(DbtProject({str(shop.project)!r}, target="ci"), dag_id={ci_id!r}, defer_to={DAG_ID!r})
+    """
+    with pytest.MonkeyPatch.context() as mp, dag_file(ci_id, source) as path:
+        mp.setenv("STATE_SHOP_DUCKDB", str(shop.database))
+        unmodified = load_dag(path, ci_id)
+        assert list(unmodified.task_dict) == ["nothing_modified"]
+        message = unmodified.task_dict["nothing_modified"].message
+        assert message.startswith(f"Nothing modified since {DAG_ID}'s run {runs['full_refresh'].run_id}:")
+        assert str(unmodified.test().state) == "success"
+        sql = shop.project / "models" / "marts" / "fct_orders.sql"
+        sql.write_text(sql.read_text() + "where o.amount >= 0\n")
+        modified = load_dag(path, ci_id)
+        ci_run = modified.test()
+    assert str(ci_run.state) == "success"
+    states = {ti.task_id: str(ti.state) for ti in ci_run.get_task_instances()}
+    assert {task for task in states if not task.startswith("dbt_")} == {"fct_orders", "customer_revenue"}
+    assert set(states.values()) == {"success"}
+    with duckdb.connect(str(shop.database), read_only=True) as con:
+        tables = con.execute("select table_name from information_schema.tables where table_schema = 'ci'")
+        assert {row[0] for row in tables.fetchall()} == {"fct_orders", "customer_revenue"}
+        # Production's three orders, read through main.stg_orders (deferred: not in ci).
+        assert con.execute("select count(*) from ci.fct_orders").fetchone() == (3,)
 
 
 def test_grouped_builds_only_what_changed(tmp_path: Path, airflow_db: Path) -> None:

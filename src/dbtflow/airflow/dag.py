@@ -16,6 +16,7 @@ from dbtflow.airflow.assets import add_assets_task
 from dbtflow.airflow.batch_operator import DbtBatchOperator
 from dbtflow.airflow.docs_operator import DocsTarget, add_docs_task, node_doc_md
 from dbtflow.airflow.operators import DbtNodeOperator, DbtProducerOperator
+from dbtflow.airflow.slim_ci import NothingModifiedOperator, slim_ci_plan
 from dbtflow.errors import DbtflowError
 from dbtflow.monitoring.deadlines import ModelDeadlines
 from dbtflow.plan.model import TaskKind, TaskPlan
@@ -315,10 +316,15 @@ def dbt_dag(
     operator_kwargs: dict[str, Any] | None = None,
     assets: bool = True,
     docs: DocsTarget = False,
+    defer_to: str | None = None,
     **dag_kwargs: Any,
 ) -> DAG:
     """A DAG that runs the dbt project with the given pattern; see ``dbt_task_group`` for the arguments.
 
+    ``defer_to`` (slim CI): build ``state:modified+`` only (or the selection given), reading the
+    unchanged upstream relations from those of DAG ``defer_to``'s last successful run, whose
+    manifest dbtflow kept in its state database; with nothing modified the DAG is one task,
+    ``nothing_modified``, that succeeds (``dbtflow.airflow.slim_ci``).
     Other keyword arguments go to Airflow's ``DAG`` (``catchup``, ``tags``, ``max_active_tasks``...).
     """
     options = PlanOptions.of(
@@ -331,16 +337,23 @@ def dbt_dag(
         group_by=group_by,
         state_aware=state_aware,
     )
+    slim = slim_ci_plan(project, options, defer_to, state_url) if defer_to is not None else None
+    if slim is not None:
+        project, options = slim.project, slim.options
     dag_kwargs.setdefault("doc_md", _doc(dag_id, project, options))
     dag = new_dag(
         dag_id, schedule=schedule, start_date=start_date, default_args=default_args,
         tags=["dbt", options.pattern.value], **dag_kwargs,
     )  # fmt: skip
     with dag:
+        if slim is not None and slim.nothing is not None:
+            NothingModifiedOperator(task_id="nothing_modified", message=slim.nothing)
+            return dag
         add_dbt_tasks(
             project,
             options,
             group_id=None,
+            plan=slim.plan if slim is not None else None,
             command=command,
             threads=threads,
             state_url=state_url,
