@@ -56,7 +56,8 @@ def main() -> None:
     parser.add_argument(
         "--state-aware-table",
         action="store_true",
-        help="only a state-aware run with nothing changed against the full run (N=100, 1000)",
+        help="only a state-aware run with nothing changed against the full run (N=100, 1000;"
+        " --sizes 1000 measures one; rows not measured are kept)",
     )
     parser.add_argument(
         "--shapes-table",
@@ -117,7 +118,8 @@ def main() -> None:
     if args.state_aware_table:
         WORK.mkdir(exist_ok=True)
         report = args.results.read_text() if args.results.exists() else "# dbtflow benchmark results\n"
-        args.results.write_text(_state_aware_table(report, [100, 1000], args.slow_repeats))
+        sizes = [int(n) for n in args.sizes] if args.sizes else [100, 1000]
+        args.results.write_text(_state_aware_table(report, sizes, args.slow_repeats))
         return
     if args.shapes_table or args.scheduler_table:
         tables_only(args)
@@ -218,7 +220,7 @@ def new_tables(report: str, args: argparse.Namespace) -> str:
     report = assets_cost.update(
         report, n100, assets_cost.measure(n100, 1 if args.quick else max(args.repeats, 3))
     )
-    report = _state_aware_table(report, [100] if args.quick else [100, 1000], args.slow_repeats)
+    report = _state_aware_table(report, [100, 1000] if args.with_1000_runs else [100], args.slow_repeats)
     if args.quick:
         keys, sizes = ["chain10"], ["14"]
     else:

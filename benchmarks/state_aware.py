@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from benchmarks.harness import BIN, THREADS, Result, log, timed_cpu
 from benchmarks.projects import Project, fresh_database
-from benchmarks.report import replace_section
+from benchmarks.report import _section, replace_section
 from benchmarks.scenarios import dbtflow_env
 
 HEADING = "## State-aware runs"
@@ -35,17 +35,20 @@ def measure(projects: list[Project], repeats: int) -> dict[str, tuple[Result, Re
         wall, cpu = _run(project, env, dag_id)
         full.seconds.append(wall)
         full.cpu.append(cpu)
+        log(f"{project.name} state-aware, full run: {wall:.1f} s (CPU {cpu:.1f} s)")
         for _ in range(repeats):
             wall, cpu = _run(project, env, dag_id)
             unchanged.seconds.append(wall)
             unchanged.cpu.append(cpu)
+            log(f"{project.name} state-aware, nothing changed: {wall:.1f} s (CPU {cpu:.1f} s)")
         log(f"{project.name} state-aware: full {full.cell()}, nothing changed {unchanged.cell()}")
         found[project.name] = (full, unchanged)
     return found
 
 
 def update(report: str, measured: dict[str, tuple[Result, Result]]) -> str:
-    """``report`` with the state-aware table (this measurement's rows)."""
+    """``report`` with the state-aware table: this measurement's rows, and the last measurement's
+    rows of the projects not measured this time."""
     lines = [
         HEADING,
         "",
@@ -56,6 +59,7 @@ def update(report: str, measured: dict[str, tuple[Result, Result]]) -> str:
         "| project | full run (first, state-aware) | nothing changed | saved |",
         "| --- | --- | --- | --- |",
     ]
+    head = len(lines)
     for name, (full, unchanged) in measured.items():
         saved = "-"
         if full.median and unchanged.median is not None:
@@ -64,4 +68,19 @@ def update(report: str, measured: dict[str, tuple[Result, Result]]) -> str:
             f"| {name} | {full.cell()} ({full.cpu_cell()}) | {unchanged.cell()} ({unchanged.cpu_cell()}) "
             f"| {saved} |"
         )
-    return replace_section(report, HEADING, lines)
+    rows = lines[head:] + _kept_rows(report, set(measured))
+    rows.sort(key=lambda row: int("".join(ch for ch in row.split("|")[1] if ch.isdigit()) or 0))
+    return replace_section(report, HEADING, lines[:head] + rows)
+
+
+def _kept_rows(report: str, measured: set[str]) -> list[str]:
+    """The table rows of the report's section for the projects not in ``measured``."""
+    old = report.splitlines()
+    bounds = _section(old, HEADING)
+    if bounds is None:
+        return []
+    kept: list[str] = []
+    for line in old[bounds[0] : bounds[1]]:
+        if line.startswith("| N=") and line.split("|")[1].strip() not in measured:
+            kept.append(line)
+    return kept
