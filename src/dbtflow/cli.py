@@ -77,6 +77,17 @@ def _retry(args: argparse.Namespace) -> int:
     return _finish(outcome, args.summary_json)
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    from dbtflow.runner.backfill import backfill, stored_request
+
+    target = args.project_dir  # a project folder, or the DAG id of an earlier `dbtflow run`
+    request = _request(args) if target.is_dir() else stored_request(str(target), args.progress)
+    if args.schedule:
+        request.schedule = args.schedule
+    outcome = backfill(request, args.from_date, args.to_date, reprocess=args.reprocess)
+    return _finish(outcome, args.summary_json)
+
+
 def _finish(outcome: Any, summary_json: Path | None) -> int:
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
@@ -240,7 +251,7 @@ def _quiet_third_party_warnings() -> None:
 
 
 #: Commands that drive a DAG run: Ctrl-C stops it (a second Ctrl-C exits at once).
-_RUNS_DBT = frozenset({"run", "retry", "demo"})
+_RUNS_DBT = frozenset({"run", "retry", "demo", "backfill"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _quiet_third_party_warnings()
     args = build_parser().parse_args(argv)
     handlers = {"run": _run, "retry": _retry, "render": _render, "demo": _demo, "timings": _timings}
+    handlers["backfill"] = _backfill
     handler = {**handlers, "report": _report, "airflow": _airflow, "ui": _ui, "docs": _docs}[args.command]
     if args.command in _RUNS_DBT and threading.current_thread() is threading.main_thread():
         from dbtflow.runner.processes import exit_on_second_interrupt
@@ -270,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 #: Commands that load Airflow and dbt into this process: run from the command line, they end
 #: without the interpreter's teardown, which took 5-9 s after the run's summary (collecting and
 #: finalizing every module's objects on a loaded machine). Everything they write is written by then.
-_EXIT_AT_ONCE = frozenset({"run", "retry", "demo"})
+_EXIT_AT_ONCE = frozenset({"run", "retry", "demo", "backfill"})
 
 
 def _exit_now(code: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,13 @@ def plan_options(args: argparse.Namespace) -> PlanOptions:
         group_by=args.group_by,
         state_aware=args.state_aware,
     )
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -167,6 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-head-start",
         action="store_true",
         help="rebuild each cleared task's nodes in the task, not in one invocation (`dbtflow run` runs)",
+    )
+
+    backfill = commands.add_parser(
+        "backfill",
+        help="one DAG run per data interval between two dates (Airflow's backfill), on the embedded "
+        "Airflow; microbatch models build each run's interval",
+    )
+    _add_project_args(backfill)  # PROJECT_DIR may be a DAG id that `dbtflow run` ran instead
+    _add_run_args(backfill)
+    backfill.add_argument(
+        "--from", dest="from_date", type=_date, required=True, help="first logical date (UTC)"
+    )
+    backfill.add_argument("--to", dest="to_date", type=_date, required=True, help="last logical date (UTC)")
+    backfill.add_argument(
+        "--schedule",
+        help="cron expression or preset whose data intervals the runs cover, in UTC (default: the DAG's "
+        "last backfill's, else @daily)",
+    )
+    backfill.add_argument(
+        "--reprocess",
+        default="none",
+        choices=["none", "failed", "completed"],
+        help="intervals that already have a run: leave them (none), run the failed ones again, or all",
     )
 
     timings = commands.add_parser(

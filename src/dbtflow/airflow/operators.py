@@ -22,7 +22,7 @@ from airflow.triggers.base import StartTriggerArgs
 
 from dbtflow.airflow.assets import emit_builds
 from dbtflow.airflow.deadlines import model_deadline_watch
-from dbtflow.airflow.event_time import event_time_window
+from dbtflow.airflow.event_time import event_time_window, left_to_own_tasks
 from dbtflow.airflow.lineage import node_lineage
 from dbtflow.airflow.publish import publish
 from dbtflow.airflow.state_aware import full_refresh
@@ -115,6 +115,7 @@ class DbtOperatorBase(BaseOperator):
         skip_succeeded: bool = False,
         also_on_results: ResultsCallback | None = None,
         context: Any = None,
+        earlier: Sequence[NodeResult] = (),
     ) -> ClaimedInvocation:
         """Claim ``nodes`` for ``task`` and run one dbt invocation over them, in this process;
         dbt's events go to ``on_event`` and the configured log sinks, its results to the run-time
@@ -139,7 +140,7 @@ class DbtOperatorBase(BaseOperator):
                 on_event=forwarder,
                 on_results=with_lineage,
                 skip_succeeded=skip_succeeded,
-                event_time=event_time_window(context, self.log),
+                event_time=event_time_window(context, self.log, earlier=earlier),
             )
 
     def _report(self, results: Sequence[NodeResult]) -> dict[str, Any]:
@@ -272,8 +273,10 @@ class DbtNodeOperator(DbtOperatorBase):
         task = task_try(context)
         store = self._store()
         together = plan_together(self, task, store, self.log)
+        # Alone, its microbatch model's retry builds only the batches that failed in this run.
+        earlier = [] if together.along else store.newest_results(task.dag_id, task.run_id, self.unique_ids)
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
-            outcome = self._run_claimed(task, together.to_build, on_event, context=context)
+            outcome = self._run_claimed(task, together.to_build, on_event, context=context, earlier=earlier)
         mine = set(self.unique_ids)
         held = [uid for uid in outcome.held_elsewhere if uid in mine]
         if held:
@@ -359,6 +362,10 @@ class DbtProducerOperator(DbtOperatorBase):
         task = task_try(context)
         store = self._store()
         nodes = self._still_wanted(task)
+        # A retry leaves a microbatch model with failed batches, and what depends on it, to their
+        # own tasks: the model's builds only those batches again.
+        left = set() if task.try_number == 1 else left_to_own_tasks(self.project, store, task, nodes)
+        nodes = [uid for uid in nodes if uid not in left]
         builds: ResultsCallback | None = None
         if self.state_aware:
             nodes, builds = self._leave_out_unchanged(task, store, nodes, full_refresh=full_refresh(context))
@@ -377,7 +384,12 @@ class DbtProducerOperator(DbtOperatorBase):
         if outcome.run is not None and outcome.run.error is not None:
             raise AirflowException(f"dbt failed: {outcome.run.error}")
         run_results = store.results_of_run(task.dag_id, task.run_id)
-        judged = verdict(run_results, self.unique_ids, {outcome.invocation_id}, self.node_tasks)
+        judged = verdict(
+            run_results,
+            [u for u in self.unique_ids if u not in left],
+            {outcome.invocation_id},
+            self.node_tasks,
+        )
         failure = None if judged.ok else judged.message()
         if judged.ok:
             keep_project_manifest(self.project, task.dag_id, task.run_id, self.state_url, self.log)

@@ -18,6 +18,7 @@ from typing import Any
 
 from dbtflow.project.cache import cache_entry
 from dbtflow.project.config import DbtProject
+from dbtflow.project.event_time import EventTimeWindow
 from dbtflow.project.events import DbtEvent
 from dbtflow.project.invoke import DbtRun, run_dbt, tmp_root
 from dbtflow.project.manifest import load_manifest
@@ -51,12 +52,24 @@ def run_batch(
     previous: Mapping[str, Any] | None = None,
     threads: int | None = None,
     on_event: Callable[[DbtEvent], None] | None = None,
+    event_time: EventTimeWindow | None = None,
 ) -> BatchOutcome:
     """Run ``command`` (``["build", "--select", ...]``), or ``dbt retry`` when ``previous`` has
-    failed or skipped nodes."""
+    failed or skipped nodes.
+
+    ``event_time`` (the DAG run's data interval) goes to the command; ``dbt retry`` reuses the
+    window of the invocation it retries, and runs again only a microbatch model's failed batches.
+    """
     to_retry = retryable(previous) if previous else []
     if previous is None or not to_retry:
-        run = run_dbt(project, command, manifest=load_manifest(project), on_event=on_event, threads=threads)
+        run = run_dbt(
+            project,
+            command,
+            manifest=load_manifest(project),
+            on_event=on_event,
+            threads=threads,
+            event_time=event_time,
+        )
         document = slim(run.run_results) if run.run_results else None
         return BatchOutcome(run=run, mode=command[0], document=document)
     with tempfile.TemporaryDirectory(prefix="dbtflow-retry-", dir=tmp_root()) as work:

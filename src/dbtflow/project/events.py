@@ -7,11 +7,22 @@ protobuf message and never block.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import re
+import threading
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from dbtflow.project.results import NodeResult
-from dbtflow.project.status import NODE_END_EVENTS, NODE_SKIPPED_EVENT, NodeStatus
+from dbtflow.project.status import (
+    BATCH_RESULT_EVENT,
+    BATCH_SUCCESS,
+    NODE_END_EVENTS,
+    NODE_SKIPPED_EVENT,
+    NodeStatus,
+)
+
+#: ``LogBatchResult``'s description: ``batch 2024-05-02 of main.trips_microbatch``.
+_BATCH_DESCRIPTION = re.compile(r"^batch (\S+) of ")
 
 _LEVELS = {"debug": 10, "info": 20, "warn": 30, "error": 40}
 
@@ -97,3 +108,40 @@ def node_result(event: Any) -> NodeResult | None:
         rows_affected=rows,
         failures=int(run.num_failures) if run.num_failures else None,
     )
+
+
+class BatchResults:
+    """The batches of each microbatch model as dbt ends them, attached to the model's result.
+
+    dbt runs each batch as a node of its own: a batch ends with a ``LogBatchResult`` event, then a
+    ``NodeFinished`` event under the model's unique id, and the model itself ends with one more
+    ``NodeFinished``, which carries no batches. So the batches are collected from their events,
+    each batch's own ``NodeFinished`` is dropped (it would report the model done after its first
+    batch), and the model's last one gets them all.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: dict[str, dict[str, str]] = {}
+        self._batch_ends: dict[str, int] = {}
+
+    def see(self, event: Any) -> None:
+        if event.info.name != BATCH_RESULT_EVENT:
+            return
+        node = _node_info(event.data)
+        match = _BATCH_DESCRIPTION.match(event.data.description)
+        if node is None or match is None:
+            return
+        status = event.data.status if event.data.status in ("error", "skipped") else BATCH_SUCCESS
+        with self._lock:
+            self._batches.setdefault(node.unique_id, {})[match.group(1)] = status
+            self._batch_ends[node.unique_id] = self._batch_ends.get(node.unique_id, 0) + 1
+
+    def result(self, result: NodeResult) -> NodeResult | None:
+        """The node's result with its batches, or ``None`` for the end of one of its batches."""
+        with self._lock:
+            if self._batch_ends.get(result.unique_id, 0) > 0:
+                self._batch_ends[result.unique_id] -= 1
+                return None
+            batches = self._batches.pop(result.unique_id, None)
+        return result if batches is None else replace(result, batches=batches)

@@ -25,7 +25,8 @@ from typing import Any
 
 from dbtflow.errors import DbtflowError
 from dbtflow.project.config import DbtProject
-from dbtflow.project.events import DbtEvent, event_record, node_result
+from dbtflow.project.event_time import EventTimeWindow, event_time_flags
+from dbtflow.project.events import BatchResults, DbtEvent, event_record, node_result
 from dbtflow.project.profile import environment
 from dbtflow.project.results import NodeResult, results_from_run_results
 from dbtflow.settings import dbtflow_home
@@ -76,6 +77,7 @@ def run_dbt(
     threads: int | None = None,
     for_parse: bool = False,
     write_json: bool = False,
+    event_time: EventTimeWindow | None = None,
 ) -> DbtRun:
     """Run ``dbt <command>`` for the project in this process.
 
@@ -83,14 +85,21 @@ def run_dbt(
     dbt's artifacts there; without it they go to a temporary folder that is removed afterwards
     (``run_results.json`` is read first). dbt writes its JSON artifacts only with ``write_json``
     (or for ``parse``): writing ``manifest.json`` costs about 0.3 s per invocation.
+    ``event_time`` is the DAG run's data interval: microbatch models build its batches
+    (``dbtflow.project.event_time``; ``dbt build`` and ``dbt run`` only).
     """
     from dbt.cli.main import dbtRunner
+
+    batches = BatchResults()
 
     def callback(event: Any) -> None:
         if on_event is not None:
             on_event(event_record(event))
         if on_result is not None:
+            batches.see(event)
             result = node_result(event)
+            if result is not None:
+                result = batches.result(result)  # None: one batch of a microbatch model ended
             if result is not None:
                 on_result(result)
 
@@ -120,6 +129,7 @@ def run_dbt(
             args += ["--vars", project.vars_json]
         if threads:
             args += ["--threads", str(threads)]
+        args += event_time_flags(command[0], event_time)
         args += list(project.extra_args)
         # dbt reads --state and --defer from these where a command takes them (and only there).
         deferral = {"DBT_STATE": str(project.defer_state), "DBT_DEFER": "true"} if project.defer_state else {}

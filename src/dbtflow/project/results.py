@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from dbtflow.project.status import FAILED_STATUSES, SKIPPED_STATUSES
+from dbtflow.project.status import BATCH_ERROR, BATCH_SUCCESS, FAILED_STATUSES, SKIPPED_STATUSES
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class NodeResult:
     execution_time: float = 0.0
     rows_affected: int | None = None
     failures: int | None = None
+    #: A microbatch model's batches, each batch's start as dbt names it (``2024-05-02``) -> its
+    #: status (``success``, ``error``, ``skipped``); ``None`` for other nodes.
+    batches: Mapping[str, str] | None = None
 
     @property
     def failed(self) -> bool:
@@ -73,7 +77,38 @@ def result_from_run_results_entry(entry: Mapping[str, Any]) -> NodeResult:
         execution_time=float(entry.get("execution_time") or 0.0),
         rows_affected=_rows_affected(entry.get("adapter_response")),
         failures=entry.get("failures"),
+        batches=batches_of(entry.get("batch_results")),
     )
+
+
+def batches_of(batch_results: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """A ``run_results.json`` entry's ``batch_results`` (``successful`` and ``failed`` lists of
+    ``[start, end]``) as ``{batch: status}``, in time order."""
+    if not batch_results:
+        return None
+    found = {
+        start: status
+        for key, status in (("successful", BATCH_SUCCESS), ("failed", BATCH_ERROR))
+        for start, _end in batch_results.get(key) or ()
+    }
+    if not found:
+        return None
+    ends = {start: end for key in ("successful", "failed") for start, end in batch_results.get(key) or ()}
+    return {batch_label(start, ends[start]): found[start] for start in sorted(found)}
+
+
+def batch_label(start: str, end: str) -> str:
+    """A batch's name, as dbt names it (by its start, to the precision of its size: ``2024``,
+    ``2024-05``, ``2024-05-02``, ``2024-05-02T01``), from its ``[start, end)``."""
+    begins, ends = datetime.fromisoformat(start), datetime.fromisoformat(end)
+    days = (ends - begins).days
+    if (begins.hour, begins.minute, begins.second) != (0, 0, 0) or ends - begins <= timedelta(hours=1):
+        return begins.strftime("%Y-%m-%dT%H")
+    if days > 31:
+        return begins.strftime("%Y")
+    if days >= 28 and begins.day == 1:
+        return begins.strftime("%Y-%m")
+    return begins.strftime("%Y-%m-%d")
 
 
 def results_from_run_results(document: Mapping[str, Any]) -> list[NodeResult]:

@@ -9,7 +9,9 @@ from dbtflow.project.results import NodeResult
 
 
 def results_table(results: Iterable[NodeResult]) -> str:
-    """A fixed-width table: one line per node with status, time and rows affected."""
+    """A fixed-width table: one line per node with status, time and rows affected (then each
+    microbatch model's batches)."""
+    results = list(results)
     rows = [
         (
             r.unique_id,
@@ -26,7 +28,17 @@ def results_table(results: Iterable[NodeResult]) -> str:
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines += batch_lines(results)
     return "\n".join(lines)
+
+
+def batch_lines(results: Iterable[NodeResult]) -> list[str]:
+    """One line per microbatch model: each of its batches with its status."""
+    return [
+        f"{r.unique_id} batches: " + ", ".join(f"{batch} {status}" for batch, status in r.batches.items())
+        for r in results
+        if r.batches
+    ]
 
 
 #: Terminal colour codes (dbt Cloud and coloured runs leave them in messages).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from dbtflow.project.status import RETRYABLE_STATUSES
@@ -26,6 +27,10 @@ def slim(document: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(args, dict):
         args["vars"] = {}
         args.pop("invocation_command", None)
+        # As dbt writes them: the document built in memory holds --event-time-start/-end as datetimes.
+        for name, value in args.items():
+            if isinstance(value, datetime):
+                args[name] = value.isoformat()
     for entry in kept.get("results", ()):
         for name in _DROPPED_RESULT_FIELDS:
             if name in entry:

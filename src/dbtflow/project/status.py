@@ -32,8 +32,11 @@ def _values(*statuses: NodeStatus) -> frozenset[str]:
     return frozenset(s.value for s in statuses)
 
 
-#: Statuses that fail a task. ``warn`` does not.
-FAILED_STATUSES = _values(NodeStatus.ERROR, NodeStatus.FAIL, NodeStatus.RUNTIME_ERROR)
+#: Statuses that fail a task. ``warn`` does not. ``partial success`` is a microbatch model with a
+#: failed batch: dbt fails the invocation, and the task fails so that its retry builds that batch.
+FAILED_STATUSES = _values(
+    NodeStatus.ERROR, NodeStatus.FAIL, NodeStatus.RUNTIME_ERROR, NodeStatus.PARTIAL_SUCCESS
+)
 #: A node dbt did not run because something upstream of it failed.
 SKIPPED_STATUSES = _values(NodeStatus.SKIPPED)
 #: A run that did what it should (a model built, a test passed or only warned): the runs whose
@@ -60,3 +63,8 @@ UNCHANGED = "unchanged"
 NODE_FINISHED_EVENT = "NodeFinished"
 NODE_SKIPPED_EVENT = "SkippingDetails"
 NODE_END_EVENTS = frozenset({NODE_FINISHED_EVENT, NODE_SKIPPED_EVENT})
+#: The dbt event that ends one batch of a microbatch model.
+BATCH_RESULT_EVENT = "LogBatchResult"
+#: A batch's status, in dbtflow's summary (dbt's ``LogBatchResult`` statuses; ``run_results.json``
+#: has only successful and failed batches).
+BATCH_SUCCESS, BATCH_ERROR = "success", "error"

@@ -6,7 +6,8 @@ used to be a dict that gained keys on the way (``ran``, ``job_run_id``) and was 
 name; here it is one frozen type that converts itself to and from the XCom value. The JSON shape
 is exactly the one dbtflow always stored (``counts``, ``nodes``, ``failed``, and ``ran`` or
 ``job_run_id`` only when set), so XComs written by earlier versions read back, and readers of
-the XCom outside dbtflow see no change.
+the XCom outside dbtflow see no change. A microbatch model's line also has ``batches``: each
+batch's status (``{"2024-05-02": "success"}``), only for such models.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class NodeSummary:
     rows_affected: int | None = None
     #: dbt's message; kept for failed nodes only (the XCom stays small).
     message: str | None = None
+    #: A microbatch model's batches: batch -> status (``NodeResult.batches``).
+    batches: Mapping[str, str] | None = None
 
     @property
     def failed(self) -> bool:
@@ -42,6 +45,7 @@ class NodeSummary:
             "execution_time": self.execution_time,
             "rows_affected": self.rows_affected,
             **({"message": self.message} if self.failed else {}),
+            **({"batches": dict(self.batches)} if self.batches else {}),
         }
 
     @classmethod
@@ -51,6 +55,7 @@ class NodeSummary:
             execution_time=data.get("execution_time") or 0.0,
             rows_affected=data.get("rows_affected"),
             message=data.get("message"),
+            batches=data.get("batches"),
         )
 
 
@@ -84,6 +89,7 @@ class TaskSummary:
                     execution_time=round(r.execution_time, 3),
                     rows_affected=r.rows_affected,
                     message=r.message if r.failed else None,
+                    batches=r.batches,
                 )
                 for r in items
             },

@@ -20,7 +20,7 @@ It is regenerated on every run; copy it into a dags folder to schedule the proje
 """
 
 import datetime  # noqa: F401  (used by the arguments' reprs)
-
+{imports}
 from dbtflow import DbtProject, dbt_dag
 
 dag = dbt_dag(
@@ -43,6 +43,9 @@ class DagFileSpec:
     profile_name: str | None = None
     manifest_path: Path | None = None
     dag_args: dict[str, Any] = field(default_factory=dict)
+    #: A cron expression or preset: the DAG's runs cover data intervals of it, in UTC (Airflow 3's
+    #: plain ``schedule="@daily"`` gives runs an empty interval, which maps to no event time).
+    schedule: str | None = None
 
     def source(self) -> str:
         project_args = [repr(str(self.project_path))]
@@ -59,7 +62,12 @@ class DagFileSpec:
         if self.manifest_path is not None:
             project_args.append(f"manifest_path={str(self.manifest_path)!r}")
         dag_args = "".join(f"    {key}={value!r},\n" for key, value in self.dag_args.items())
+        imports = ""
+        if self.schedule is not None:
+            imports = "from airflow.timetables.interval import CronDataIntervalTimetable\n"
+            dag_args += f"    schedule=CronDataIntervalTimetable({self.schedule!r}, timezone='UTC'),\n"
         return _TEMPLATE.format(
+            imports=imports,
             path=self.project_path,
             project_args=", ".join(project_args),
             dag_id=self.dag_id,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbtflow.project.config import DbtProject
+from dbtflow.project.event_time import EventTimeWindow
 from dbtflow.runner.processes import die_with_parent
 from dbtflow.state.task_try import TaskTry
 
@@ -65,13 +66,15 @@ class ForkedDbt:
         selection: Sequence[str] | None = None,
         skip_succeeded: bool = False,
         lineage_parent: dict[str, str] | None = None,
+        event_time: EventTimeWindow | None = None,
     ) -> None:
         """Claim ``nodes`` for this process, on behalf of ``task``, and let it run dbt on them.
 
         The claim is registered here, before the process may even have finished importing dbt, so
         every task of the run sees a live invocation from its first look. With
         ``lineage_parent`` (``dbtflow.airflow.lineage.run_parent``), each node's OpenLineage
-        events are sent as the producer task would send them.
+        events are sent as the producer task would send them. ``event_time`` is the DAG run's
+        data interval (``dbtflow.project.event_time``), as the producer task would pass it.
         """
         from dbtflow.state.store import StateStore
         from dbtflow.streaming.producer import claim_nodes
@@ -87,6 +90,7 @@ class ForkedDbt:
                 "held": outcome.held_elsewhere,
                 "selection": None if selection is None else list(selection),
                 "lineage_parent": lineage_parent,
+                "event_time": None if event_time is None else event_time.to_json(),
             }
         )
 
@@ -184,4 +188,5 @@ class ForkedDbt:
                 threads=self.threads,
                 on_event=forwarder,
                 on_results=on_results,
+                event_time=EventTimeWindow.from_json(message.get("event_time")),
             )

@@ -23,6 +23,7 @@ from dbtflow.plan.model import TaskPlan, TestMode
 from dbtflow.plan.options import PLAN_CHOICES, Pattern, PlanOptions
 from dbtflow.plan.planner import make_plan
 from dbtflow.project.config import DbtProject
+from dbtflow.project.event_time import EventTimeWindow
 from dbtflow.project.invoke import warm_up
 from dbtflow.project.manifest import load_manifest
 from dbtflow.runner.dag_ids import choose_dag_id, request_file, requests_lock
@@ -78,6 +79,9 @@ class RunRequest:
     #: Slim CI: build ``state:modified+`` deferring to this DAG's last successful run
     #: (``dbtflow.runner.slim_ci``).
     defer_to: str | None = None
+    #: The DAG's schedule (a cron expression or preset), its runs covering data intervals in UTC;
+    #: ``None`` for none. Set by ``dbtflow backfill`` (``dbtflow.runner.backfill``).
+    schedule: str | None = None
 
     def project(self) -> DbtProject:
         return DbtProject(
@@ -225,6 +229,7 @@ def _prepare(request: RunRequest) -> _Prepared:
             profile_name=request.profile_name,
             manifest_path=project.manifest_path,
             dag_args=request.dag_args(),
+            schedule=request.schedule,
         )
         dag_file = spec.write(airflow_home.dags_folder)
         # The request records the project's absolute folder: the DAG id belongs to it from now on.
@@ -319,6 +324,7 @@ def run_project(request: RunRequest) -> RunOutcome:
                     selection=plan.producer_selection,
                     skip_succeeded=True,
                     lineage_parent=run_parent(dag_run, producer),
+                    event_time=EventTimeWindow.of_run(dag_run),
                 )
             outcome = _drive(request, prepared, dag, scheduler_dag, dag_run)
         if outcome.state == "success":
@@ -387,6 +393,7 @@ def retry_project(request: RunRequest, run_id: str | None = None) -> RunOutcome:
                     retrying,
                     [uid for uid in nodes if uid not in done],
                     lineage_parent=run_parent(dag_run, retrying),
+                    event_time=EventTimeWindow.of_run(dag_run),
                 )
             return _drive(request, prepared, dag, scheduler_dag, dag_run)
     finally:

@@ -146,6 +146,12 @@ class Results:
                 .values(consumed_by=try_number)
             )
 
+    def newest_results(self, dag_id: str, run_id: str, unique_ids: Sequence[str]) -> list[NodeResult]:
+        """The newest result of each of ``unique_ids`` in the run (those that have one)."""
+        wanted = set(unique_ids)
+        stored = self.results_of_run(dag_id, run_id)
+        return list({s.result.unique_id: s.result for s in stored if s.result.unique_id in wanted}.values())
+
     def results_of_run(self, dag_id: str, run_id: str) -> list[StoredResult]:
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dbtflow.project.config import DbtProject
+from dbtflow.project.event_time import EventTimeWindow
 from dbtflow.project.events import DbtEvent
 from dbtflow.project.graph import DbtGraph
 from dbtflow.project.invoke import DbtRun, run_dbt
@@ -238,6 +239,7 @@ def run_invocation(
     threads: int | None = None,
     on_event: EventCallback | None = None,
     on_results: ResultsCallback | None = None,
+    event_time: EventTimeWindow | None = None,
 ) -> ClaimedInvocation:
     """Run the claimed invocation (``dbt build`` over its claimed nodes), streaming each result
     into ``store`` as dbt finishes it.
@@ -247,6 +249,7 @@ def run_invocation(
     requested nodes (the DAG's own selection); it is used when every node was claimed, otherwise
     the claimed nodes are selected one by one. ``on_event`` gets every dbt event; ``on_results``
     every result recorded (once per node), in batches, the last one after dbt ended.
+    ``event_time`` is the DAG run's data interval, for microbatch models.
     """
     if not outcome.claimed:
         return outcome
@@ -265,6 +268,7 @@ def run_invocation(
             on_event=recorder.event,
             on_result=lambda result: None if _is_ephemeral(graph, result) else recorder.result(result),
             threads=threads,
+            event_time=event_time,
         )
         if outcome.run.error is None:
             state, error = InvocationState.SUCCESS, None
@@ -310,6 +314,7 @@ def run_claimed_invocation(
     on_event: EventCallback | None = None,
     on_results: ResultsCallback | None = None,
     skip_succeeded: bool = False,
+    event_time: EventTimeWindow | None = None,
 ) -> ClaimedInvocation:
     """``claim_nodes`` then ``run_invocation``, in this process."""
     outcome = claim_nodes(store, task, nodes, skip_succeeded=skip_succeeded)
@@ -323,6 +328,7 @@ def run_claimed_invocation(
         threads=threads,
         on_event=on_event,
         on_results=on_results,
+        event_time=event_time,
     )
 
 
