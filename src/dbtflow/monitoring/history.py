@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -73,6 +73,16 @@ class NodeRun:
     rows_affected: int | None = None
 
 
+#: The columns of a ``NodeRun``, in its fields' order.
+NODE_RUN_COLUMNS = tuple(node_runs.c[f.name] for f in fields(NodeRun))
+
+
+def node_runs_of(rows: Iterable[Any]) -> list[NodeRun]:
+    """Rows of ``NODE_RUN_COLUMNS`` as records (positional: a mapping per row took most of the
+    time of reading 20,000 rows for the report)."""
+    return [NodeRun(*row) for row in rows]
+
+
 def default_url() -> str:
     return settings.history_url() or f"sqlite:///{dbtflow_home() / 'history.db'}"
 
@@ -112,13 +122,11 @@ class History:
 
     def runs(self, dag_id: str | None = None) -> list[NodeRun]:
         """Every kept record, oldest first (optionally of one DAG)."""
-        query = sa.select(node_runs).order_by(node_runs.c.started_at, node_runs.c.id)
+        query = sa.select(*NODE_RUN_COLUMNS).order_by(node_runs.c.started_at, node_runs.c.id)
         if dag_id is not None:
             query = query.where(node_runs.c.dag_id == dag_id)
         with self.engine.connect() as conn:
-            return [
-                NodeRun(**{k: v for k, v in row._mapping.items() if k != "id"}) for row in conn.execute(query)
-            ]
+            return node_runs_of(conn.execute(query))
 
 
 def _epoch(iso: str | None) -> float | None:

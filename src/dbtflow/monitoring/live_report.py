@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from dbtflow.monitoring.history import History, node_runs
+from dbtflow.monitoring.history import NODE_RUN_COLUMNS, History, node_runs, node_runs_of
 from dbtflow.monitoring.report import RenderedReport, RunSummary, render_report, run_summaries
 
 CACHED_PAGES = 32
@@ -60,14 +60,27 @@ class LiveReports:
         with self._lock:
             if self._index is not None and self._index[0] == marker:
                 return self._index[1]
-        query = sa.select(node_runs.c.dag_id).distinct()
-        with self._history().engine.connect() as conn:
-            dag_ids = [row[0] for row in conn.execute(query)]
-        found = []
-        for dag_id in dag_ids:
-            summaries = run_summaries(self._history().runs(dag_id=dag_id))
-            if summaries:
-                found.append(DagSummary(dag_id, summaries[-1], len(summaries)))
+        # Each DAG's runs with their starts (one row per run); then the records of its newest run
+        # only: the index never reads a whole history.
+        starts = sa.func.min(node_runs.c.started_at)
+        runs_query = sa.select(node_runs.c.dag_id, node_runs.c.run_id, starts).group_by(
+            node_runs.c.dag_id, node_runs.c.run_id
+        )
+        history = self._history()
+        newest: dict[str, tuple[float, str]] = {}
+        counts: dict[str, int] = {}
+        with history.engine.connect() as conn:
+            for row in conn.execute(runs_query):
+                dag_id, run = str(row[0]), (float(row[2]), str(row[1]))
+                counts[dag_id] = counts.get(dag_id, 0) + 1
+                newest[dag_id] = max(newest.get(dag_id, run), run)
+            found = []
+            for dag_id, (_, run_id) in newest.items():
+                query = sa.select(*NODE_RUN_COLUMNS).where(
+                    node_runs.c.dag_id == dag_id, node_runs.c.run_id == run_id
+                )
+                records = node_runs_of(conn.execute(query.order_by(node_runs.c.id)))
+                found.append(DagSummary(dag_id, run_summaries(records)[-1], counts[dag_id]))
         found.sort(key=lambda d: d.last_run.started_at, reverse=True)
         with self._lock:
             self._index = (marker, found)

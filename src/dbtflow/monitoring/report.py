@@ -8,16 +8,18 @@
   number of runs and the span of time each trend rests on (no weekly rate from fewer than
   ``MIN_RUNS_FOR_RATE`` runs or less than a day).
 
-``render_report`` builds the page and its PNG plots in memory: the Airflow plugin serves them live
-(``dbtflow.airflow.web``); ``write_report`` writes them to a folder (``dbtflow report``, a static
-copy to share).
+``render_report`` builds the page in memory, and each PNG plot when it is first asked for (the
+page does not wait for its plots, which take most of the time): the Airflow plugin serves them
+live (``dbtflow.airflow.web``); ``write_report`` writes them to a folder (``dbtflow report``, a
+static copy to share).
 """
 
 from __future__ import annotations
 
 import html
+import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,12 +131,38 @@ def trend_bases(history: Sequence[NodeRun], last: int) -> dict[str, TrendBasis]:
     return {uid: TrendBasis(len(s[-last:]), s[-1] - s[-last:][0]) for uid, s in starts.items()}
 
 
+#: pyplot keeps global state: one plot is drawn at a time (image requests come in parallel).
+_DRAWING = threading.Lock()
+
+
+class LazyImages(Mapping[str, bytes]):
+    """File name -> PNG bytes, each plot drawn when first read and then kept."""
+
+    def __init__(self, draw: Mapping[str, Callable[[], bytes]]) -> None:
+        self._draw = dict(draw)
+        self._drawn: dict[str, bytes] = {}
+
+    def __getitem__(self, name: str) -> bytes:
+        if name not in self._drawn:
+            draw = self._draw[name]
+            with _DRAWING:
+                if name not in self._drawn:
+                    self._drawn[name] = draw()
+        return self._drawn[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._draw)
+
+    def __len__(self) -> int:
+        return len(self._draw)
+
+
 @dataclass
 class RenderedReport:
-    """A report page and the plots it shows (file name -> PNG bytes)."""
+    """A report page and the plots it shows (file name -> PNG bytes, drawn when first read)."""
 
     page: str
-    images: dict[str, bytes] = field(default_factory=dict)
+    images: Mapping[str, bytes] = field(default_factory=dict)
 
 
 def _span(seconds: float) -> str:
@@ -215,13 +243,17 @@ def render_report(
     run_nodes = nodes_of_run(history, chosen.dag_id, chosen.run_id) if chosen else []
     critical = critical_path(run_nodes, graph, parents=parents)
     title = f"Run {chosen.run_id}" if chosen else "No run yet"
+    plotted = {t.unique_id for t in slowest}
+    slowest_runs = [r for r in history if r.unique_id in plotted]
     report = RenderedReport(
         page="",
-        images={
-            "gantt.png": plots.gantt_png(run_nodes, critical, title),
-            "durations.png": plots.durations_png(history, slowest),
-            "growers.png": plots.growers_png(growers[:top]),
-        },
+        images=LazyImages(
+            {
+                "gantt.png": lambda: plots.gantt_png(run_nodes, critical, title),
+                "durations.png": lambda: plots.durations_png(slowest_runs, slowest),
+                "growers.png": lambda: plots.growers_png(growers[:top]),
+            }
+        ),
     )
     dags = sorted({s.dag_id for s in summaries})
     basis = (
