@@ -6,6 +6,10 @@ one failed ``dbtflow run`` of the example and ``dbtflow docs``, with no ``dbtflo
 - the navigation entry opens the live report inside the UI; its plots load, and the Gantt chart
   draws the failed model in the failure color;
 - the project's dbt docs open;
+- the asset graph of the example split into two DAGs (``split_staging`` by tag, ``split_marts``
+  scheduled on ``upstream_assets``; each run once with ``dag.test()``) is one connected graph: both
+  DAGs and every model, seed and snapshot they built, through the same ``/ui/dependencies`` call
+  the UI's asset page makes, and drawn on that page;
 - Ctrl-C stops ``dbtflow ui`` with exit status 130 and no traceback.
 
 One set-up (runs, docs, api-server) is shared by the module: it is most of the time. Screenshots
@@ -27,14 +31,27 @@ from urllib.parse import quote
 import httpx
 import pytest
 
+from dbtflow import DbtProject, model_asset
 from dbtflow.monitoring.plots import STATUS_CLASSES
+from dbtflow.project.manifest import load_graph
 from dbtflow.runner.ui import free_port_or
 
 from conftest import EXAMPLE, copy_project, run_cli
+from dagtest import dag_file, load_dag
 from web.browser import Screenshots
 
 DAG = "dbtflow_bikeshare"
 FAILURE_RGB = tuple(int(STATUS_CLASSES["failed"][1][i : i + 2], 16) for i in (1, 3, 5))
+#: The example split by tag: its seeds and staging views, then its marts scheduled on what they read.
+SPLIT = """
+from dbtflow import DbtProject, dbt_dag, upstream_assets
+project = DbtProject({project!r})
+staging = dbt_dag(project, dag_id="split_staging", pattern="single", select=["tag:raw", "tag:staging"])
+marts = dbt_dag(
+    project, dag_id="split_marts", pattern="single", select="tag:marts",
+    schedule=upstream_assets(project, select="tag:marts"),
+)
+"""
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +172,64 @@ def test_the_projects_dbt_docs_open(ui: dict[str, Any], page: Any, screenshot: S
     screenshot("dbt-docs")
     for file in ("manifest.json", "catalog.json"):
         assert httpx.get(f"{ui['url']}/dbtflow/docs/bikeshare/{file}", timeout=30).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def split(ui: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The example split into two DAGs, each run once with ``dag.test()`` (the marts part after
+    the staging part), in the Airflow the UI shows; the DAG file stays while the module runs (a
+    ``dag.test()`` elsewhere would otherwise mark its DAGs stale)."""
+    project = copy_project(EXAMPLE, tmp_path_factory.mktemp("split") / "bikeshare")
+    profiles = project / "profiles.yml"
+    warehouse = str(project.parent / "split.duckdb")
+    profiles.write_text(
+        profiles.read_text().replace("{{ env_var('BIKESHARE_DUCKDB', 'bikeshare.duckdb') }}", warehouse)
+    )
+    with dag_file("split_project", SPLIT.format(project=str(project))) as path:
+        states = {
+            dag_id: str(load_dag(path, dag_id).test().state) for dag_id in ("split_staging", "split_marts")
+        }
+        assert states == {"split_staging": "success", "split_marts": "success"}, states
+        yield {"project": DbtProject(project)}
+
+
+def test_the_asset_graph_of_a_split_project_is_connected(
+    ui: dict[str, Any], split: dict[str, Any], page: Any, screenshot: Screenshots
+) -> None:
+    project = split["project"]
+    graph = load_graph(project)
+    # What the two DAGs build: the seeds, staging views and marts (not the snapshot, not tests).
+    parts = {"raw", "staging", "marts"}
+    built = sorted(
+        n.name for n in graph.nodes.values()
+        if n.resource_type in ("model", "seed") and not n.is_ephemeral and set(n.tags) & parts
+    )  # fmt: skip
+    token = httpx.get(f"{ui['url']}/auth/token", timeout=30).json()["access_token"]
+    api = httpx.Client(base_url=ui["url"], headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    uris = {model_asset(project, name).uri: name for name in built}
+    assets = api.get("/api/v2/assets", params={"limit": 1000, "only_active": False}).json()["assets"]
+    ids = {uris[a["uri"]]: a["id"] for a in assets if a["uri"] in uris}
+    assert set(ids) == set(built), (sorted(ids), built)
+    # What the UI's asset page asks for: the connected part of the DAG dependency graph holding
+    # the asset. From a staging view, it reaches both DAGs and every asset either one built.
+    component = api.get("/ui/dependencies", params={"node_id": f"asset:{ids['stg_trips']}"}).json()
+    nodes = {n["id"] for n in component["nodes"]}
+    assert {"dag:split_staging", "dag:split_marts"} <= nodes, nodes
+    assert {f"asset:{i}" for i in ids.values()} <= nodes, (nodes, ids)
+    edges = {(e["source_id"], e["target_id"]) for e in component["edges"]}
+    assert (f"asset:{ids['stg_trips']}", "dag:split_marts") in edges, edges  # marts waits on it
+    # The asset's own record: the marts DAG is scheduled on it, the staging DAG's alias made it.
+    stg_trips = next(a for a in assets if a["id"] == ids["stg_trips"])
+    assert {d["dag_id"] for d in stg_trips["scheduled_dags"]} == {"split_marts"}, stg_trips
+    assert any(a["name"].startswith("dbtflow:split_staging:") for a in stg_trips["aliases"]), stg_trips
+
+    page.goto(f"{ui['url']}/assets/{ids['stg_trips']}")
+    for node in ("dag:split_staging", "dag:split_marts", f"asset:{ids['fct_trips']}"):
+        page.locator(f".react-flow__node[data-id='{node}']").first.wait_for()
+    page.wait_for_timeout(1000)
+    screenshot("split-asset-graph")
+    drawn = page.eval_on_selector_all(".react-flow__node", "ns => ns.map(n => n.getAttribute('data-id'))")
+    assert {f"asset:{i}" for i in ids.values()} <= set(drawn), drawn
 
 
 def test_ctrl_c_stops_the_ui_cleanly(ui: dict[str, Any]) -> None:
