@@ -43,9 +43,16 @@ _ALIAS_PREFIX = "dbtflow:"
 
 
 def node_asset(warehouse: Warehouse, node: Node) -> Asset | None:
-    """The asset of a node's relation (``None`` for a node with no relation)."""
+    """The asset of a node's relation (``None`` for a node with no relation): named by its
+    OpenLineage dataset URI, or by Airflow's AIP-60 URI where an installed Airflow provider
+    refuses any other form for the scheme (apache-airflow-providers-postgres does)."""
     relation = relation_of(warehouse, node)
-    return None if relation is None else Asset(uri=relation.uri)
+    if relation is None:
+        return None
+    try:
+        return Asset(uri=relation.uri)
+    except ValueError:
+        return Asset(uri=relation.airflow_uri)
 
 
 def _find_node(graph: DbtGraph, name: str) -> Node:
