@@ -14,7 +14,9 @@ Measured (wall time from outside the process; medians of ``--repeats`` runs):
 - a state-aware run with nothing changed next to the full run before it, at N = 100 and 1000
   (``benchmarks.state_aware``; ``--state-aware-table`` measures it alone);
 - clearing a fixed failure and its 36 dependants (one dbt invocation) against ``dbt build
-  --select`` of the same nodes (``benchmarks.clear``; ``python -m benchmarks.clear`` alone).
+  --select`` of the same nodes (``benchmarks.clear``; ``python -m benchmarks.clear`` alone);
+- the live report's index and a DAG's page from a history of 1000 models x 20 runs
+  (``benchmarks.live_report``; ``--live-report`` measures it alone).
 
 Cosmos is installed by this script into its own virtualenv under ``benchmarks/work/``; it is
 never a dependency of dbtflow. The table goes to stdout and to ``benchmarks/results.md``.
@@ -30,7 +32,7 @@ import argparse
 import signal
 from pathlib import Path
 
-from benchmarks import assets_cost, clear, scheduler_table, shapes, state_aware
+from benchmarks import assets_cost, clear, live_report, scheduler_table, shapes, state_aware
 from benchmarks.cosmos import cosmos_local, ensure_cosmos
 from benchmarks.harness import HERE, WORK, Result, log, repeat
 from benchmarks.projects import projects
@@ -52,6 +54,11 @@ def main() -> None:
         "--scheduler-load",
         action="store_true",
         help="only the scheduler-load comparison at N=1000 (updates its section of results.md)",
+    )
+    parser.add_argument(
+        "--live-report",
+        action="store_true",
+        help="only the live report's pages from a history of 1000 models x 20 runs (a few seconds)",
     )
     parser.add_argument(
         "--state-aware-table",
@@ -114,6 +121,9 @@ def main() -> None:
         print("\n".join(section))
         results = args.results
         results.write_text(replace_section(results.read_text(), "## Scheduler load", section))
+        return
+    if args.live_report:
+        live_report.run_alone(args.results, args.repeats)
         return
     if args.state_aware_table:
         WORK.mkdir(exist_ok=True)
@@ -215,6 +225,8 @@ def new_tables(report: str, args: argparse.Namespace) -> str:
     for heading in (shapes.HEADING, scheduler_table.HEADING, state_aware.HEADING, clear.HEADING):
         report = _carry(report, old, heading)
     report = _carry(report, old, assets_cost.HEADING)
+    report = _carry(report, old, live_report.HEADING)
+    report = live_report.update(report, live_report.measure(args.repeats))
     report = clear.update(report, max(args.slow_repeats, 2))
     n100 = projects([100])["n100"]
     report = assets_cost.update(
