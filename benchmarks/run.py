@@ -97,10 +97,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--metadata",
-        choices=("sqlite", "postgres"),
+        choices=("sqlite", "postgres", "celery"),
         default="sqlite",
         help="the scheduler table's Airflow metadata database: SQLite, or a fresh database on the"
-        " machine's PostgreSQL at 127.0.0.1:5432 (default sqlite)",
+        " machine's PostgreSQL at 127.0.0.1:5432, or that with the CeleryExecutor (two workers,"
+        " Redis at 127.0.0.1:6379) (default sqlite)",
     )
     parser.add_argument(
         "--results",

@@ -101,6 +101,10 @@ def _tree_cpu(processes: dict[str, Any]) -> dict[str, float]:
     import psutil
 
     out = {name: tree_cpu_seconds(processes[name].pid) for name in COMPONENTS}
+    celery_workers = [name for name in processes if name.startswith("worker")]
+    if celery_workers:  # CeleryExecutor: the tasks run under the Celery workers
+        out["workers"] = sum(tree_cpu_seconds(processes[name].pid) for name in celery_workers)
+        return out
     with contextlib.suppress(psutil.NoSuchProcess):
         own = psutil.Process(processes["scheduler"].pid).cpu_times()
         out["workers"] = out["scheduler"] - (own.user + own.system)
@@ -122,21 +126,28 @@ def _timeline(airflow: Any, dag_id: str, run_id: str, producer: str) -> tuple[fl
     return build, tail
 
 
-#: The machine's PostgreSQL server (trust auth), for ``--metadata postgres``.
+#: The machine's PostgreSQL server (trust auth), for ``--metadata postgres`` and ``celery``.
 POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+#: The machine's Redis, the CeleryExecutor's broker for ``--metadata celery``.
+REDIS_BROKER = "redis://127.0.0.1:6379/8"
+
+
+def postgres_url(name: str) -> str:
+    """The URL of the PostgreSQL database ``metadata_database`` makes for ``name``."""
+    return f"{POSTGRES_SERVER}/{re.sub(r'[^a-z0-9_]', '_', name.lower())[:60]}"
 
 
 @contextlib.contextmanager
 def metadata_database(metadata: str, name: str) -> Any:
     """``None`` for SQLite in the deployment's home, or the URL of a fresh PostgreSQL database
-    (dropped afterwards) for ``postgres``."""
+    (dropped afterwards) for ``postgres`` and ``celery``."""
     if metadata == "sqlite":
         yield None
         return
     import sqlalchemy as sa
 
     server = sa.create_engine(f"{POSTGRES_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    database = re.sub(r"[^a-z0-9_]", "_", name.lower())[:60]
+    database = postgres_url(name).rsplit("/", 1)[1]
     try:
         with server.connect() as conn:
             conn.exec_driver_sql(f"drop database if exists {database} with (force)")
@@ -153,8 +164,9 @@ def under_scheduler(
 ) -> SchedulerRun:
     """One DAG run under a real scheduler, for ``dbtflow``, ``bash`` or ``cosmos_watcher``, measured
     after one unmeasured run of the same DAG (``warm``) unless told otherwise; Airflow's metadata
-    in SQLite, or in PostgreSQL (``metadata="postgres"``)."""
-    from dbtflow.testing.deployment import airflow_deployment
+    in SQLite, or in PostgreSQL (``metadata="postgres"``), or the CeleryExecutor (two workers,
+    PostgreSQL metadata, Redis broker: ``metadata="celery"``)."""
+    from dbtflow.testing.deployment import Celery, airflow_deployment
 
     root = Path(tempfile.mkdtemp(prefix=f"sched-{kind}-", dir=WORK))
     dags = root / "dags"
@@ -179,12 +191,20 @@ def under_scheduler(
     # steady-state parse time is seen several times during the run.
     env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "10"
     env["AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL"] = "5"
+    if metadata == "celery" and kind == "dbtflow":
+        # Each Celery worker has a dbtflow home of its own: the state is shared through a database.
+        env["DBTFLOW_STATE_URL"] = env["DBTFLOW_HISTORY_URL"] = postgres_url(f"bench_{root.name}")
     state = "not started"
     try:
         with (
             metadata_database(metadata, f"bench_{root.name}") as metadata_url,
             airflow_deployment(
-                root / "airflow", dags, env, airflow=command, metadata_url=metadata_url
+                root / "airflow",
+                dags,
+                env,
+                airflow=command,
+                metadata_url=None if metadata == "celery" else metadata_url,
+                celery=Celery(metadata_url, REDIS_BROKER) if metadata == "celery" and metadata_url else None,
             ) as airflow,
         ):
             airflow.wait_for_dag(dag_id, timeout=900)

@@ -26,7 +26,11 @@ SIDES = {
 DEFAULT_SIZES = ["14", "100", "1000", "chain10", "chain100", "chain500"]
 HEADING = "## Under a real scheduler, by project: what Airflow adds around dbt"
 #: Airflow's metadata database, as a row names it (SQLite unless said).
-METADATA = {"sqlite": "SQLite metadata", "postgres": "PostgreSQL metadata"}
+METADATA = {
+    "sqlite": "SQLite metadata",
+    "postgres": "PostgreSQL metadata",
+    "celery": "CeleryExecutor, PostgreSQL metadata",
+}
 CPU_COLUMNS = ("scheduler", "workers", "dag-processor", "triggerer", "api-server")
 
 
