@@ -137,15 +137,6 @@ class Results:
             ).rowcount
         return changed == len(result_ids)
 
-    def consume_invocation(self, invocation_id: str, try_number: int) -> None:
-        """Mark every result of an invocation as reported by this task try."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                results.update()
-                .where(results.c.invocation_id == invocation_id)
-                .values(consumed_by=try_number)
-            )
-
     def newest_results(self, dag_id: str, run_id: str, unique_ids: Sequence[str]) -> list[NodeResult]:
         """The newest result of each of ``unique_ids`` in the run (those that have one)."""
         wanted = set(unique_ids)
