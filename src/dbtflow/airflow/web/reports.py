@@ -1,8 +1,10 @@
 """``/dbtflow/reports/``: the run-time report, live from the history, behind Airflow's auth.
 
 - ``/reports/``: the dbt DAGs the caller may read, each with its last run's state and time;
-- ``/reports/<dag_id>/`` (also ``index.html``, the address each DAG's docs link to), with
-  ``?run_id=`` for another run than the newest; its plots at ``/reports/<dag_id>/<plot>.png``;
+- ``/reports/<dag_id>/`` (also ``index.html``, the address older DAG docs link to), with
+  ``?run_id=`` for another run than the newest; its plots at ``/reports/<dag_id>/<plot>.png``
+  (each drawn on its first request, so the page does not wait for them); each node's row is
+  ``#<unique_id>``, where its task's documentation links (``dbtflow.airflow.docs_operator``);
 - before any run, a 200 page that says so and how to start one.
 
 Pages and plots are rendered from the history on request and cached until a newer result lands
