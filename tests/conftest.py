@@ -170,6 +170,7 @@ STG_TRIPS_AND_DOWNSTREAM = {
     "model.bikeshare.fct_trips",
     "model.bikeshare.station_daily_usage",
     "model.bikeshare.bike_utilization",
+    "model.bikeshare.trips_microbatch",
 }
 
 

@@ -31,7 +31,7 @@ BUILT = {
     "seed.bikeshare.raw_bikes", "seed.bikeshare.raw_stations", "seed.bikeshare.raw_trips",
     "model.bikeshare.stg_stations", "model.bikeshare.stg_trips", "model.bikeshare.dim_stations",
     "model.bikeshare.fct_trips", "model.bikeshare.station_daily_usage",
-    "snapshot.bikeshare.stations_snapshot",
+    "model.bikeshare.trips_microbatch", "snapshot.bikeshare.stations_snapshot",
 }  # fmt: skip
 
 

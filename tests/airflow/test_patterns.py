@@ -77,9 +77,9 @@ def test_single_task_airflow_retry_runs_dbt_retry_for_the_failed_nodes_only(
     assert xcom["failed"] == []
     assert xcom["nodes"]["model.bikeshare.flaky_report"]["status"] == "success"
     assert xcom["nodes"]["model.bikeshare.fct_trips"]["status"] == "success"
-    # Every node of the project with its newest result: the example's 28 (its ephemeral model has
+    # Every node of the project with its newest result: the example's 29 (its ephemeral model has
     # no result of its own) and the two added here.
-    assert len(xcom["nodes"]) == 30
+    assert len(xcom["nodes"]) == 31
     assert len(list(tmp_path.glob("attempt_*.csv"))) == 2, "the flaky model ran once per try"
     log = next(
         AIRFLOW_HOME.log_folder.glob(
