@@ -78,7 +78,8 @@ def ensure_cosmos() -> None:
         "apache-airflow-providers-standard",
         f"dbt-core=={metadata.version('dbt-core')}",
         f"dbt-duckdb=={metadata.version('dbt-duckdb')}",
-        "psycopg2-binary",  # for --metadata postgres
+        "psycopg2-binary",  # for --metadata postgres (and asyncpg: Airflow 3.3 makes an async engine)
+        "asyncpg",
     ]
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], check=True)
 
