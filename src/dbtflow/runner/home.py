@@ -62,6 +62,9 @@ class EmbeddedAirflow:
             folder.mkdir(parents=True, exist_ok=True)
         os.environ.update(self.environment())
         os.environ.setdefault("AIRFLOW__CORE__FERNET_KEY", self._fernet_key())
+        # The first load of a DAG file parses its project with dbt (then cached): on a busy
+        # machine, or for a big project, longer than Airflow's 30 s default import timeout.
+        os.environ.setdefault("AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT", "300")
 
     def _fernet_key(self) -> str:
         """The key Airflow encrypts connection secrets and trigger arguments with in this home's
