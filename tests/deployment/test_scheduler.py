@@ -5,7 +5,8 @@ downstream (per_model and single); SIGKILLing the process running dbt mid-model 
 Airflow's retries with whole tables and no node built twice at once; a second run of a DAG
 waits for the first; and the run's asset events (one per node built, with the build's facts, none
 for a failed node) start a DAG scheduled on a model's asset and the second part of a project split
-into two DAGs by tag."""
+into two DAGs by tag; Airflow's backfill of a daily microbatch DAG runs each day once, building
+that day's rows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from dbtflow.monitoring.history import History
 from dbtflow.state.store import StateStore
@@ -53,6 +56,16 @@ project = DbtProject({project!r}, vars={{"slow_n": 40000}})
 with DAG("sched_downstream", schedule=[model_asset(project, "fct_trips")]):
     EmptyOperator(task_id="read_fct_trips")
 """
+#: A microbatch DAG on daily data intervals, in the good DAG's file (one parse): only backfilled.
+BACKFILL = """
+from datetime import datetime, timezone
+from airflow.timetables.interval import CronDataIntervalTimetable
+dbt_dag(
+    project, dag_id="sched_backfill", select="+trips_microbatch",
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=datetime(2024, 5, 1, tzinfo=timezone.utc), end_date=datetime(2024, 5, 4, tzinfo=timezone.utc),
+)
+"""
 SPLIT = """# airflow DAGs: one project split by tag, the marts part scheduled on what it reads
 from dbtflow import DbtProject, dbt_dag, upstream_assets
 project = DbtProject({project!r})
@@ -67,7 +80,8 @@ ASSET_NODES = {
     "seed.bikeshare.raw_bikes", "seed.bikeshare.raw_stations", "seed.bikeshare.raw_trips",
     "model.bikeshare.stg_bikes", "model.bikeshare.stg_stations", "model.bikeshare.stg_trips",
     "model.bikeshare.dim_stations", "model.bikeshare.fct_trips", "model.bikeshare.station_daily_usage",
-    "model.bikeshare.bike_utilization", "snapshot.bikeshare.stations_snapshot",
+    "model.bikeshare.bike_utilization", "model.bikeshare.trips_microbatch",
+    "snapshot.bikeshare.stations_snapshot",
 }  # fmt: skip
 
 
@@ -91,7 +105,7 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
     (killed / "models" / "marts" / "slow_model.sql").write_text(
         SLOW_SQL + "-- after {{ ref('fct_trips') }}\n"
     )
-    (dags / "good.py").write_text(_dag(good, "sched_good") + DOWNSTREAM.format(project=str(good)))
+    (dags / "good.py").write_text(_dag(good, "sched_good") + DOWNSTREAM.format(project=str(good)) + BACKFILL)
     (dags / "broken.py").write_text(_dag(broken, "sched_broken"))
     (dags / "single.py").write_text(_dag(single, "sched_single", extra='pattern="single",'))
     (dags / "killed.py").write_text(_dag(killed, "sched_killed", retries=2))
@@ -178,6 +192,24 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         downstream = _run_started_by(airflow, "sched_downstream", "sched_good", run_id)
         assert airflow.wait_for_run("sched_downstream", downstream["dag_run_id"]) == "success"
         assert downstream["run_type"] == "asset_triggered", downstream
+
+        # Airflow's backfill of three days: three runs, each building its day of the microbatch model.
+        airflow.api.patch("/api/v2/dags/sched_backfill", json={"is_paused": False}).raise_for_status()
+        days = ["2024-05-01", "2024-05-02", "2024-05-03"]
+        body = {"dag_id": "sched_backfill", "from_date": f"{days[0]}T00:00:00Z", "max_active_runs": 1}
+        airflow._json("POST", "/api/v2/backfills", json={**body, "to_date": f"{days[-1]}T00:00:00Z"})
+        backfilled = airflow._json("GET", "/api/v2/dags/sched_backfill/dagRuns")["dag_runs"]
+        assert sorted((r["run_type"], r["data_interval_start"][:10]) for r in backfilled) == [
+            ("backfill", day) for day in days
+        ], backfilled
+        for run in backfilled:
+            assert airflow.wait_for_run("sched_backfill", run["dag_run_id"]) == "success", run
+        with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
+            per_day = con.execute(
+                "select strftime(started_at, '%Y-%m-%d'), count(*) from trips_microbatch"
+                " group by 1 order by 1"
+            ).fetchall()
+        assert per_day == [("2024-05-01", 28), ("2024-05-02", 40), ("2024-05-03", 38)], per_day
 
         airflow.wait_for_dag("sched_broken")
         run_id, state, _ = airflow.trigger_and_wait("sched_broken")
