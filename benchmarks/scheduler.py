@@ -123,6 +123,15 @@ def _timeline(airflow: Any, dag_id: str, run_id: str, producer: str) -> tuple[fl
     start, end, built = when(run["start_date"]), when(run["end_date"]), ends.get(producer)
     build = (built - start).total_seconds() if built and start else None
     tail = (end - built).total_seconds() if built and end else None
+    if built is not None:
+        # What the tail is made of: the tasks that ended after the task that ran dbt.
+        after = sorted(
+            ((e - built).total_seconds(), task_id)
+            for task_id, e in ends.items()
+            if e is not None and e > built
+        )
+        last = ", ".join(f"{task_id} +{s:.1f}s" for s, task_id in after[-5:])
+        log(f"{dag_id}: {len(after)} of {len(ends)} tasks ended after {producer}; the last: {last or '-'}")
     return build, tail
 
 
