@@ -165,9 +165,10 @@ def test_a_backfill_runs_each_interval_once(own_bikeshare: Path, airflow_db: Pat
     assert [run["state"] for run in first["runs"]] == ["success"] * 3, first
     assert rows_by_day(database) == {day: DAY_ROWS[day] for day in days}
     with closing(sqlite3.connect(AIRFLOW_HOME.database)) as con:
+        # Other tests' `dbtflow run` of the example share its DAG id (and this worker's Airflow).
         runs = con.execute(
             "select run_id, run_type, data_interval_start from dag_run where dag_id = ? "
-            "order by logical_date",
+            "and run_type = 'backfill' order by logical_date",
             (dag_id,),
         ).fetchall()
     assert [(kind, start[:10]) for _, kind, start in runs] == [("backfill", day) for day in days], runs
