@@ -301,9 +301,22 @@ def test_retry_completes_the_run_building_each_node_once(sequence: Sequence) -> 
         builds = dict(con.execute("select model, count(*) from main.build_log group by model").fetchall())
     models = ["stg_bikes", "stg_stations", "stg_trips", "dim_stations", "bike_utilization", "fct_trips"]
     models.append("trips_microbatch")
-    assert builds == dict.fromkeys([*models, "station_daily_usage"], 1), builds
+    store = StateStore()
+    stored_results = store.results_of_run(DAG_ID, sequence.run_id)
+    stopped = {
+        i.id
+        for i in store.invocations_of_run(DAG_ID, sequence.run_id)
+        if i.pid in (sequence.killed_dbt_pid, sequence.interrupted_dbt_pid)
+    }
+    reported = {s.result.unique_id.rsplit(".", 1)[1] for s in stored_results if s.invocation_id in stopped}
+    # A model whose result a stopped invocation recorded is never built again. One that dbt had
+    # committed but not yet reported when its process died (in flight at the kill, seen on a
+    # loaded machine) has no result, and is built again: at most twice.
+    assert set(builds) == {*models, "station_daily_usage"}, builds
+    for model, count in builds.items():
+        assert count == 1 if model in reported else count in (1, 2), (model, builds, reported)
     per_node: dict[str, int] = {}
-    for stored in StateStore().results_of_run(DAG_ID, sequence.run_id):
+    for stored in stored_results:
         per_node[stored.result.unique_id] = per_node.get(stored.result.unique_id, 0) + 1
     assert per_node and set(per_node.values()) == {1}, per_node
 
