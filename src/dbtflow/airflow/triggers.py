@@ -264,8 +264,6 @@ class AssetsOwedTrigger(BaseTrigger):
 
     #: Longest wait between two readings of the task states.
     SLOW_READ_S = 10.0
-    #: How long after dbt's invocations ended the task states are read at every poll.
-    FAST_READS_S = 30.0
 
     def __init__(
         self, upstream: list[str] | None = None, state_url: str | None = None, poll_interval: float = 0.5
@@ -295,20 +293,18 @@ class AssetsOwedTrigger(BaseTrigger):
 
     async def _until_upstream_ended(self, dag_id: str, run_id: str) -> None:
         store = StateStore(self.state_url)
+        interval = self.poll_interval
         last_read = time.monotonic()
-        done_since: float | None = None
         while True:
             infos = await asyncio.to_thread(store.invocations_of_run, dag_id, run_id)
             dbt_done = bool(infos) and not any(i.state == InvocationState.RUNNING and i.alive for i in infos)
-            done_since = (done_since or time.monotonic()) if dbt_done else None
-            interval = self.poll_interval
             if dbt_done or time.monotonic() - last_read >= self.SLOW_READ_S:
                 last_read = time.monotonic()
                 states = await asyncio.to_thread(read_task_states, dag_id, run_id)
                 if all(states.get(task_id) in TERMINAL_TASK_STATES for task_id in self.upstream):
                     return
-                # Every poll while the producer reports and the last node tasks end (seconds);
-                # every few seconds when that takes longer (a retry waiting for its delay).
-                if done_since is not None and time.monotonic() - done_since > self.FAST_READS_S:
-                    interval = 5.0
+                # Back off while the last tasks end (or a retry waits), up to a few seconds.
+                interval = min(interval * 1.5, 5.0) if dbt_done else self.poll_interval
+            else:
+                interval = self.poll_interval
             await asyncio.sleep(interval)
