@@ -21,14 +21,11 @@ waits for when a project is split into several DAGs.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, AssetAll, BaseOperator, TriggerRule
-from airflow.sdk.exceptions import AirflowRescheduleException
+from airflow.sdk import Asset, AssetAlias, AssetAll, BaseOperator
 from airflow.triggers.base import StartTriggerArgs
 
-from dbtflow.airflow.task_states import read_task_states
 from dbtflow.airflow.triggers import AssetsOwedTrigger
 from dbtflow.errors import DbtflowError
 from dbtflow.monitoring.asset_emissions import ASSET_RESOURCE_TYPES, mark_emitted, unemitted_builds
@@ -40,7 +37,6 @@ from dbtflow.project.graph import DbtGraph, Node
 from dbtflow.project.manifest import load_graph
 from dbtflow.project.relations import Warehouse, relation_of, warehouse_of
 from dbtflow.state.store import StateStore
-from dbtflow.streaming.consumer import TERMINAL_TASK_STATES
 
 #: The names of dbtflow's asset aliases (``dbtflow:<dag id>:<task id>``).
 _ALIAS_PREFIX = "dbtflow:"
@@ -202,48 +198,25 @@ class DbtAssetsOperator(BaseOperator):
     state, and does not count in the DAG run's state. It starts in the triggerer
     (``AssetsOwedTrigger``): when every build's event was emitted already (every task that built
     succeeded on a worker), it ends there, without a worker; else it resumes on a worker to emit.
-    In a streamed run (``from_start``) it starts with the run (trigger rule ``always``, as the node
-    tasks) and its trigger waits for the dbt tasks to end. A later try (the run cleared and run
-    again) emits only for what was built since.
+    A later try (the run cleared and run again) emits only for what was built since.
     """
 
     ui_color = "#6FA8DC"
 
-    def __init__(
-        self, *, project: DbtProject, state_url: str | None = None, from_start: bool = False, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, project: DbtProject, state_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.project = project
         self.state_url = state_url
-        self.from_start = from_start
         self.outlets = [AssetAlias(name=alias_name(self.dag_id, self.task_id))]
         self.start_from_trigger = True
-
-    @property
-    def start_trigger_args(self) -> StartTriggerArgs:
-        """Read when the DAG is serialized, once the task's upstream tasks are set."""
-        return StartTriggerArgs(
+        self.start_trigger_args = StartTriggerArgs(
             trigger_cls=f"{AssetsOwedTrigger.__module__}.{AssetsOwedTrigger.__qualname__}",
-            trigger_kwargs={
-                "upstream": sorted(self.upstream_task_ids) if self.from_start else [],
-                "state_url": self.state_url,
-            },
+            trigger_kwargs={},
             next_method="execute_complete",
             timeout=None,
         )
 
-    @start_trigger_args.setter
-    def start_trigger_args(self, value: StartTriggerArgs | None) -> None:
-        """Set by Airflow's deserialization only: the value is derived, so it is not kept."""
-
     def execute(self, context: Any) -> int:
-        if self.from_start:
-            # Started with the run without the triggerer (``dag.test()`` runs tasks one at a time):
-            # look again shortly while a dbt task has not ended.
-            ti = context["ti"]
-            states = read_task_states(ti.dag_id, ti.run_id)
-            if not all(states.get(t) in TERMINAL_TASK_STATES for t in self.upstream_task_ids):
-                raise AirflowRescheduleException(datetime.now(UTC) + timedelta(seconds=0.2))
         return emit_builds(self.project, context, state_url=self.state_url, log=self.log, own_try_only=False)
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> int:
@@ -258,13 +231,7 @@ def add_assets_task(
     project: DbtProject, dbt_tasks: Iterable[BaseOperator], *, state_url: str | None = None
 ) -> DbtAssetsOperator:
     """The asset task after ``dbt_tasks`` (in the DAG or task group being defined), as a teardown."""
-    dbt_tasks = list(dbt_tasks)
-    # A streamed run's teardown starts with the run, so that it ends within a poll of the last
-    # node task (see AssetsOwedTrigger); others start when their dbt tasks are done.
-    from_start = any(getattr(t, "streams_results", False) for t in dbt_tasks)
-    task = DbtAssetsOperator(
-        task_id="dbt_assets", project=project, state_url=state_url, from_start=from_start
-    )
+    task = DbtAssetsOperator(task_id="dbt_assets", project=project, state_url=state_url)
     for upstream in dbt_tasks:
         # `upstream >> task` hashes the whole DAG per edge (see dbtflow.airflow.dag._link).
         upstream.downstream_task_ids.add(task.node_id)
@@ -276,6 +243,4 @@ def add_assets_task(
                 AssetAlias(name=alias_name(upstream.dag_id, upstream.task_id)),
             ]
     task.as_teardown()
-    if from_start:
-        task.trigger_rule = TriggerRule.ALWAYS
     return task

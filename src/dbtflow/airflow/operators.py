@@ -304,8 +304,6 @@ class DbtProducerOperator(DbtOperatorBase):
     """
 
     emits_own_assets = True
-    #: Its node tasks report its results as they stream in (the asset teardown starts with them).
-    streams_results = True
 
     def __init__(
         self,

@@ -14,7 +14,6 @@ Airflow task states (``dbtflow.streaming.feed``).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,7 +34,7 @@ from dbtflow.monitoring.history import History
 from dbtflow.project.task_results import TaskResults, failed_nodes
 from dbtflow.state.invocations import InvocationInfo, InvocationState
 from dbtflow.state.store import StateStore
-from dbtflow.streaming.consumer import TERMINAL_TASK_STATES, Action, Decision, Upstream, Watch, decide_from
+from dbtflow.streaming.consumer import Action, Decision, Upstream, Watch, decide_from
 from dbtflow.streaming.feed import RunFeed, run_feed
 from dbtflow.streaming.verdict import verdict
 
@@ -252,37 +251,13 @@ def _stopped(infos: list[InvocationInfo | None]) -> list[str]:
 
 class AssetsOwedTrigger(BaseTrigger):
     """Start of the ``dbt_assets`` teardown (``dbtflow.airflow.assets``): end it here when every
-    successful build of the run has had its asset event, else resume it on a worker to emit them.
-
-    With ``upstream`` (a streamed run, where the teardown starts with its run, as the node tasks
-    do), it first waits until each of those tasks has ended: the run then ends within a poll of
-    its last task instead of the scheduler starting the teardown afterwards. The run's task states
-    (a round trip through the triggerer's supervisor) are read only once no dbt invocation of the
-    run is live, which the state database tells cheaply, and at least every ``SLOW_READ_S``
-    whatever it says (a producer that failed before it started dbt).
-    """
-
-    #: Longest wait between two readings of the task states.
-    SLOW_READ_S = 10.0
-
-    def __init__(
-        self, upstream: list[str] | None = None, state_url: str | None = None, poll_interval: float = 0.5
-    ) -> None:
-        super().__init__()
-        self.upstream = list(upstream or [])
-        self.state_url = state_url
-        self.poll_interval = poll_interval
+    successful build of the run has had its asset event, else resume it on a worker to emit them."""
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {"upstream": self.upstream, "state_url": self.state_url, "poll_interval": self.poll_interval},
-        )
+        return f"{type(self).__module__}.{type(self).__qualname__}", {}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         dag_id, run_id, _ = _identity(self, None, None, None)
-        if self.upstream:
-            await self._until_upstream_ended(dag_id, run_id)
         owed = await asyncio.to_thread(lambda: len(unemitted_builds(History(), dag_id, run_id)))
         if owed:
             self.log.info("%d build(s) of this run have no asset event yet: emitting them on a worker.", owed)
@@ -290,21 +265,3 @@ class AssetsOwedTrigger(BaseTrigger):
             return
         self.log.info("Every build of this run had its asset event from the task that built it.")
         yield TaskSuccessEvent(xcoms={"return_value": 0})
-
-    async def _until_upstream_ended(self, dag_id: str, run_id: str) -> None:
-        store = StateStore(self.state_url)
-        interval = self.poll_interval
-        last_read = time.monotonic()
-        while True:
-            infos = await asyncio.to_thread(store.invocations_of_run, dag_id, run_id)
-            dbt_done = bool(infos) and not any(i.state == InvocationState.RUNNING and i.alive for i in infos)
-            if dbt_done or time.monotonic() - last_read >= self.SLOW_READ_S:
-                last_read = time.monotonic()
-                states = await asyncio.to_thread(read_task_states, dag_id, run_id)
-                if all(states.get(task_id) in TERMINAL_TASK_STATES for task_id in self.upstream):
-                    return
-                # Back off while the last tasks end (or a retry waits), up to a few seconds.
-                interval = min(interval * 1.5, 5.0) if dbt_done else self.poll_interval
-            else:
-                interval = self.poll_interval
-            await asyncio.sleep(interval)
