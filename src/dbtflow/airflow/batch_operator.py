@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 from dbtflow.airflow.artifact_storage import try_artifacts
 from dbtflow.airflow.event_time import event_time_window
 from dbtflow.airflow.lineage import send_node_lineage
-from dbtflow.airflow.operators import DbtOperatorBase
+from dbtflow.airflow.operator_base import DbtOperatorBase
 from dbtflow.airflow.publish import publish
 from dbtflow.airflow.state_aware import StateAwareSelection, state_aware_selection
 from dbtflow.airflow.task_log import DbtEventLogger

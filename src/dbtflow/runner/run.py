@@ -6,12 +6,10 @@ dbt's import and the manifest load (in the forked process) overlap Airflow's sta
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
@@ -32,11 +30,10 @@ from dbtflow.runner.display import RunDisplay
 from dbtflow.runner.failures import local_reasons, with_errors
 from dbtflow.runner.forked_dbt import ForkedDbt
 from dbtflow.runner.home import embedded_airflow
+from dbtflow.runner.interrupt import _interruptible
 from dbtflow.runner.loop import LocalDagRun, RunOutcome, create_run, sync_dag
 from dbtflow.runner.owners import (
-    UNFINISHED_RUN_STATES,
     fail_abandoned_runs,
-    fail_run,
     owners_lock,
     record_owner,
 )
@@ -146,44 +143,6 @@ class RunRequest:
                 values[name] = Path(values[name])
         choices = {k: v for k, v in document.items() if k in PLAN_CHOICES}
         return cls(plan=PlanOptions.of(**choices), **values)
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped a DAG run; it is marked failed, and ``dbtflow retry`` resumes it."""
-
-    def __init__(self, dag_id: str, run_id: str) -> None:
-        super().__init__(dag_id, run_id)
-        self.dag_id, self.run_id = dag_id, run_id
-
-    def __str__(self) -> str:
-        return (
-            f"interrupted: DAG run {self.run_id} is marked failed; "
-            f"`dbtflow retry {self.dag_id}` resumes it (what succeeded is not built again)."
-        )
-
-
-@contextlib.contextmanager
-def _interruptible(scheduler_dag: Any, run_id: str, forked_dbt: ForkedDbt | None) -> Iterator[None]:
-    """On Ctrl-C, make sure dbt is stopped and the run failed (``LocalDagRun`` does both once it
-    drives the run) and raise ``RunInterrupted``."""
-    try:
-        yield
-    except KeyboardInterrupt as exc:
-        if isinstance(exc, RunInterrupted):
-            raise
-        if forked_dbt is not None:
-            forked_dbt.stop()
-        from airflow import settings
-        from airflow.models.dagrun import DagRun
-        from sqlalchemy import select
-
-        session = settings.get_session()()
-        query = select(DagRun).where(DagRun.dag_id == scheduler_dag.dag_id, DagRun.run_id == run_id)
-        dag_run = session.scalars(query).first()
-        if dag_run is not None and str(dag_run.state) in UNFINISHED_RUN_STATES:
-            fail_run(scheduler_dag, run_id, "dbtflow interrupted (Ctrl-C)", session)
-        session.close()
-        raise RunInterrupted(scheduler_dag.dag_id, run_id) from None
 
 
 @dataclass
