@@ -207,7 +207,9 @@ def test_slim_ci_dag_builds_the_modified_models_reading_production(shop: Shop, r
 
 def test_grouped_builds_only_what_changed(tmp_path: Path, airflow_db: Path) -> None:
     """Grouped (one dbt invocation per folder): a second run leaves out the unchanged nodes from each
-    group's selection, and a group with nothing to build ends skipped."""
+    group's selection, and a group with nothing to build ends skipped. A group downstream of a
+    skipped one still decides for itself (trigger rule ``none_failed``): after an edit of
+    fct_orders, with the seeds group skipped, marts builds fct_orders and its downstream."""
     project = copy_project(FIXTURES / "state_aware_shop", tmp_path / "shop")
     database = tmp_path / "shop.duckdb"
     _load(database, [(1, 1, 10.0, "2024-01-01 10:00")])
@@ -221,11 +223,21 @@ def test_grouped_builds_only_what_changed(tmp_path: Path, airflow_db: Path) -> N
         dag = load_dag(path, dag_id)
         first = dag.test()
         second = dag.test()
-    assert str(first.state) == str(second.state) == "success"
-    built = {
-        r.unique_id.split(".")[2] for r in history_of_run(dag_id, second.run_id) if r.status == "success"
-    }
-    assert built == ALWAYS_BUILT
+        sql = project / "models" / "marts" / "fct_orders.sql"
+        sql.write_text(sql.read_text() + "where o.amount >= 0\n")
+        third = load_dag(path, dag_id).test()
+    assert str(first.state) == str(second.state) == str(third.state) == "success"
+
+    def built(run: Any) -> set[str]:
+        return {
+            r.unique_id.split(".")[2] for r in history_of_run(dag_id, run.run_id) if r.status == "success"
+        }
+
+    assert built(second) == ALWAYS_BUILT
     states = {ti.task_id: str(ti.state) for ti in second.get_task_instances()}
     assert states["staging"] == "success"
     assert states["marts"] == states["seeds"] == "skipped"
+    assert built(third) == {"fct_orders", "customer_revenue"} | ALWAYS_BUILT
+    states = {ti.task_id: str(ti.state) for ti in third.get_task_instances()}
+    assert states["seeds"] == "skipped"
+    assert states["staging"] == states["marts"] == "success"

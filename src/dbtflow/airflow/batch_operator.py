@@ -20,7 +20,7 @@ from dbtflow.airflow.event_time import event_time_window
 from dbtflow.airflow.lineage import send_node_lineage
 from dbtflow.airflow.operator_base import DbtOperatorBase
 from dbtflow.airflow.publish import publish
-from dbtflow.airflow.state_aware import StateAwareSelection, state_aware_selection
+from dbtflow.airflow.state_aware import STATE_AWARE_TRIGGER_RULE, StateAwareSelection, state_aware_selection
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.task_try import task_try
 from dbtflow.monitoring.forwarding import EventForwarder
@@ -57,6 +57,9 @@ class DbtBatchOperator(DbtOperatorBase):
         state_aware: bool = False,
         **kwargs: Any,
     ) -> None:
+        if state_aware:
+            # A group upstream that was left out (skipped) must not skip this one.
+            kwargs.setdefault("trigger_rule", STATE_AWARE_TRIGGER_RULE)
         super().__init__(**kwargs)
         #: A first try leaves out the unchanged nodes (``dbtflow.project.state_aware``).
         self.state_aware = state_aware

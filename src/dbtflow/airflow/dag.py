@@ -94,6 +94,7 @@ def add_plan_tasks(
             main_node=spec.main_node,
             streamed=streamed,
             producer_task_id=plan.producer,
+            state_aware=state_aware,
             **common,
         )
         if spec.main_node and "doc_md" not in operator_kwargs:
@@ -151,11 +152,11 @@ def dbt_task_group(
     on its own worker).
     ``group_by`` (grouped): ``folder`` (the top folder under ``models/``), ``tag`` (a node's first
     tag) or a function from a ``dbtflow.Node`` to a group name.
-    ``state_aware`` (per_model streamed, single, grouped): leave out each model, seed and snapshot
-    whose code, upstream nodes and sources' data have not changed since its last successful build
-    by this DAG (per_model: its task ends skipped, saying why; single and grouped: the task's
-    selection leaves it out; see ``dbtflow.project.state_aware``); a run triggered with the conf
-    ``{"full_refresh": true}`` builds everything.
+    ``state_aware`` (per_model streamed or per_task, single, grouped): leave out each model, seed
+    and snapshot whose code, upstream nodes and sources' data have not changed since its last
+    successful build by this DAG (per_model: its task ends skipped, saying why; single and grouped:
+    the task's selection leaves it out; see ``dbtflow.project.state_aware``); a run triggered with
+    the conf ``{"full_refresh": true}`` builds everything.
     (These eight are checked together as a ``dbtflow.plan.options.PlanOptions``.)
     ``command`` (single and grouped): the dbt command each task runs, ``("build",)`` by default.
     ``model_deadlines``: a ``dbtflow.monitoring.deadlines.ModelDeadlines``; its notifiers are told

@@ -21,7 +21,12 @@ from airflow.triggers.base import StartTriggerArgs
 from dbtflow.airflow.event_time import left_to_own_tasks
 from dbtflow.airflow.operator_base import DbtOperatorBase
 from dbtflow.airflow.publish import publish
-from dbtflow.airflow.state_aware import full_refresh
+from dbtflow.airflow.state_aware import (
+    STATE_AWARE_TRIGGER_RULE,
+    StateAwareSelection,
+    full_refresh,
+    node_task_selection,
+)
 from dbtflow.airflow.task_log import DbtEventLogger
 from dbtflow.airflow.task_states import read_task_states
 from dbtflow.airflow.task_try import task_try
@@ -58,15 +63,21 @@ class DbtNodeOperator(DbtOperatorBase):
         streamed: bool = False,
         producer_task_id: str | None = None,
         poll_interval: float = 0.5,
+        state_aware: bool = False,
         **kwargs: Any,
     ) -> None:
         if streamed:
             # Wait from the start of the run, not from the end of the upstream tasks: see the
             # module docstring of dbtflow.streaming.consumer.
             kwargs.setdefault("trigger_rule", "always")
+        elif state_aware:
+            # An upstream task left out (skipped) must not skip this one: dbtflow.airflow.state_aware.
+            kwargs.setdefault("trigger_rule", STATE_AWARE_TRIGGER_RULE)
         super().__init__(**kwargs)
         self.main_node = main_node
         self.streamed = streamed
+        #: Not streamed: leave out its nodes when unchanged (``dbtflow.airflow.state_aware``).
+        self.state_aware = state_aware and not streamed
         self.producer_task_id = producer_task_id
         self.poll_interval = poll_interval
         if streamed:
@@ -166,11 +177,24 @@ class DbtNodeOperator(DbtOperatorBase):
         tasks downstream of it (``dbtflow.streaming.together``: one invocation per clear)."""
         task = task_try(context)
         store = self._store()
+        left = StateAwareSelection.none()
+        if self.state_aware:
+            left = node_task_selection(self.project, store, task, self.unique_ids, context, self.log)
+            if left.everything(self.unique_ids):
+                raise AirflowSkipException(left.skip_message(self.main_node))
         together = plan_together(self, task, store, self.log)
         # Alone, its microbatch model's retry builds only the batches that failed in this run.
         earlier = [] if together.along else store.newest_results(task.dag_id, task.run_id, self.unique_ids)
+        to_build = [uid for uid in together.to_build if uid not in left.left_out]
         with self._watched(context, DbtEventLogger(self.log)) as on_event:
-            outcome = self._run_claimed(task, together.to_build, on_event, context=context, earlier=earlier)
+            outcome = self._run_claimed(
+                task,
+                to_build,
+                on_event,
+                context=context,
+                earlier=earlier,
+                also_on_results=left.record_builds if self.state_aware else None,
+            )
         mine = set(self.unique_ids)
         held = [uid for uid in outcome.held_elsewhere if uid in mine]
         if held:
@@ -182,7 +206,7 @@ class DbtNodeOperator(DbtOperatorBase):
         # Its own nodes, and whatever else its invocation ran and failed that no task reports (a
         # project hook); the nodes built along are their tasks' to report and consume.
         built = [] if outcome.run is None else outcome.run.results
-        results = [r.result for r in together.reused]
+        results = [*left.results, *(r.result for r in together.reused)]
         results += [r for r in built if r.unique_id in mine or (r.failed and r.unique_id not in along)]
         consume_own(store, task, outcome.invocation_id, mine, together)
         return self._report(results)

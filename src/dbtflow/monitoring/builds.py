@@ -124,9 +124,13 @@ def prepare_state_aware(
     log: Any,
     *,
     full_refresh: bool = False,
+    rebuilt: Collection[str] | None = None,
+    why_all: str = "full refresh",
 ) -> StateAwarePlan:
     """Decide which of ``nodes`` this run of ``dag_id`` builds and which it leaves out;
-    ``full_refresh`` builds them all (and their builds are recorded as any other)."""
+    ``full_refresh`` builds them all (and their builds are recorded as any other). ``rebuilt``:
+    a task deciding for its own nodes only passes what the run built already (``rebuilt_in_run``);
+    ``why_all``: the reason logged for each node that ``full_refresh`` builds."""
     buildable = [uid for uid in nodes if graph.nodes[uid].is_buildable]
     manifest = _manifest_document(project)
     codes = fingerprints(manifest, buildable) if manifest is not None else {}
@@ -140,10 +144,10 @@ def prepare_state_aware(
             log.warning("Could not measure the sources' load times (%s); their readers are built.", exc)
     records = BuildRecords()
     plan = plan_state_aware(
-        graph, nodes, codes, records.last_builds(dag_id), watermarks, records.latest_builds()
+        graph, nodes, codes, records.last_builds(dag_id), watermarks, records.latest_builds(), rebuilt
     )
     if full_refresh:
-        everything = {uid: "full refresh" for uid in buildable}
+        everything = dict.fromkeys(buildable, why_all)
         plan = StateAwarePlan(skipped={}, built=everything, fingerprints=codes, watermarks=watermarks)
     log.info(
         "State-aware run: %d node(s) to build, %d left out (unchanged, sources not newer).",
@@ -161,6 +165,17 @@ def _manifest_document(project: DbtProject) -> dict[str, Any] | None:
         return load_manifest_file(path)
     except Exception:
         return None
+
+
+def rebuilt_in_run(store: StateStore, graph: DbtGraph, dag_id: str, run_id: str) -> set[str]:
+    """The models, seeds and snapshots that this DAG run has built successfully so far."""
+    return {
+        stored.result.unique_id
+        for stored in store.results_of_run(dag_id, run_id)
+        if stored.result.status in SUCCEEDED_STATUSES
+        and stored.result.unique_id in graph.nodes
+        and graph.nodes[stored.result.unique_id].is_buildable
+    }
 
 
 def record_unchanged(store: StateStore, task: TaskTry, plan: StateAwarePlan, nodes: Collection[str]) -> None:

@@ -136,12 +136,10 @@ class PlanOptions:
             )
         for name, value in checked.items():
             object.__setattr__(self, name, value)
-        per_task = self.pattern is Pattern.PER_MODEL and not self.streamed
-        if self.state_aware and (self.pattern is Pattern.CLOUD or per_task):
-            what = "the cloud pattern" if self.pattern is Pattern.CLOUD else "execution='per_task'"
+        if self.state_aware and self.pattern is Pattern.CLOUD:
             raise DbtflowError(
-                f"state_aware is not supported with {what}.",
-                "use per_model streamed (the default), single or grouped, or leave state_aware off.",
+                "state_aware is not supported with the cloud pattern.",
+                "use per_model, single or grouped, or leave state_aware off.",
             )
 
     @classmethod

@@ -107,28 +107,42 @@ def plan_state_aware(
     last_builds: Mapping[str, LastBuild],
     watermarks: Mapping[str, str | None],
     latest_builds: Mapping[str, float],
+    rebuilt: Collection[str] | None = None,
 ) -> StateAwarePlan:
     """Decide for each of the run's ``nodes`` (models, seeds, snapshots and their tests).
 
     ``last_builds``: each node's last successful build by this DAG. ``watermarks``: each source's
     ``max(loaded_at_field)`` now. ``latest_builds``: when each node was last built successfully by
     any task dbtflow ran (epoch seconds), to see an upstream node rebuilt since.
+
+    ``rebuilt``: for a task that decides for its own nodes only (per_model with one dbt invocation
+    per task), the nodes other tasks of this run have built already. Then a test whose tested
+    nodes are all outside ``nodes`` runs only when one of them is in ``rebuilt``; without it (one
+    decision for the whole run) a test runs unless every node it tests is left out here.
     """
+    done = frozenset(rebuilt or ())
     buildable = [uid for uid in _upstream_first(graph, nodes) if graph.nodes[uid].is_buildable]
     skipped: dict[str, str] = {}
     built: dict[str, str] = {}
     for uid in buildable:
-        why = _why_build(graph, uid, built, fingerprints, last_builds, watermarks, latest_builds)
+        why = _why_build(graph, uid, built, done, fingerprints, last_builds, watermarks, latest_builds)
         if why is None:
             skipped[uid] = f"unchanged since run {last_builds[uid].run_id}; sources not newer"
         else:
             built[uid] = why
+    here = frozenset(nodes)
+
+    def not_rebuilt(parent: str) -> bool:
+        if parent in skipped:
+            return True
+        return rebuilt is not None and parent not in here and parent not in done
+
     for uid in nodes:
         node = graph.nodes[uid]
         if node.is_buildable or node.resource_type not in ("test", "unit_test"):
             continue
         tested = graph.build_parents(uid)
-        if tested and not graph.direct_sources(uid) and all(parent in skipped for parent in tested):
+        if tested and not graph.direct_sources(uid) and all(not_rebuilt(parent) for parent in tested):
             skipped[uid] = f"not run: {', '.join(graph.nodes[p].name for p in tested)} not rebuilt"
     return StateAwarePlan(skipped, built, dict(fingerprints), dict(watermarks))
 
@@ -137,6 +151,7 @@ def _why_build(
     graph: DbtGraph,
     uid: str,
     built: Mapping[str, str],
+    rebuilt: Collection[str],
     fingerprints: Mapping[str, str],
     last_builds: Mapping[str, LastBuild],
     watermarks: Mapping[str, str | None],
@@ -152,6 +167,8 @@ def _why_build(
         name = graph.nodes[parent].name
         if parent in built:
             return f"upstream {name} is rebuilt"
+        if parent in rebuilt:
+            return f"upstream {name} was rebuilt in this run"
         parent_built = latest_builds.get(parent)
         if parent_built is None:
             return f"upstream {name} has no successful build on record"
