@@ -32,9 +32,10 @@ browser:
 
 # Two workers, a test file each at a time (--dist loadfile keeps a file's shared set-up in one
 # worker): most end-to-end tests wait on Airflow's scheduler or on dbt, so two files overlap well
-# on two cores.
+# on two cores. Files start in collection order, where tests/conftest.py puts the slowest first
+# (xdist's default reorder would start the one-test deployment files last, together).
 test: lint browser
-	$(BIN)/pytest -n 2 --dist loadfile --durations=30
+	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=30
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -44,6 +44,30 @@ AIRFLOW_HOME = embedded_airflow()
 AIRFLOW_HOME.activate()
 
 
+#: Files that take minutes (a real Airflow deployment, or many `dbtflow run`s), slowest first.
+#: `make test` runs files on two workers in collection order (`--dist loadfile
+#: --no-loadscope-reorder`): started first, these overlap the many short files instead of ending
+#: the run on one worker (xdist's default order puts the files with the fewest tests, the
+#: one-test deployment files, last).
+SLOW_FILES = (
+    "deployment/test_scheduler.py",
+    "deployment/test_celery.py",
+    "monitoring/test_deadlines.py",
+    "airflow/test_hooks.py",
+    "monitoring/test_monitoring.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow files first (see ``SLOW_FILES``); otherwise the collection order is kept."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.path.relative_to(REPO / "tests").as_posix()
+        return SLOW_FILES.index(path) if path in SLOW_FILES else len(SLOW_FILES)
+
+    items.sort(key=rank)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("DBTFLOW_KEEP_TEST_HOME"):
         print(f"\ndbtflow test home kept at {_HOME}")
