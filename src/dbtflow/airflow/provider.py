@@ -3,8 +3,8 @@
 Airflow finds it through the ``apache_airflow_provider`` entry point in ``pyproject.toml``. Every
 Airflow command reads it before it runs, which makes it the one place dbtflow's code runs in the
 ``airflow triggerer`` process itself: there it installs
-``triggerer_cache.install_in_supervisor``, ``trigger_workloads`` and the ``upstream_failed``
-handler.
+``triggerer_cache.install_in_supervisor``, ``trigger_workloads``, the ``upstream_failed``
+handler and ``success_callbacks``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from dbtflow import __version__
 
 
 def get_provider_info() -> dict[str, Any]:
-    from dbtflow.airflow import trigger_workloads, triggerer_cache, upstream_failed
+    from dbtflow.airflow import success_callbacks, trigger_workloads, triggerer_cache, upstream_failed
 
     triggerer_cache.install_in_supervisor()
     trigger_workloads.install_in_triggerer()
     upstream_failed.install_in_triggerer()
+    success_callbacks.install_in_triggerer()
     return {
         "package-name": "dbtflow",
         "name": "dbtflow",

@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from dbtflow.airflow import upstream_failed
+from dbtflow.airflow import success_callbacks, upstream_failed
 from dbtflow.airflow.lineage import stop_listeners
 from dbtflow.airflow.task_states import database_reader, use_reader
 from dbtflow.runner.display import FINISHED, RunDisplay, TaskRow
@@ -132,6 +132,8 @@ class LocalDagRun:
         use_reader(database_reader)
         # ...and their upstream tasks' failure ends them upstream_failed, as in Airflow's triggerer.
         upstream_failed.install()
+        # ...and a success they end writes no callback request (Airflow 3.3 ignores it).
+        success_callbacks.install()
         self._render_log = log_filename_template_renderer()
         self.pool = WorkerPool(dag, concurrency, self.log_path)
         # Done once in this process before the first task is forked: Airflow's API (on a thread
