@@ -9,6 +9,8 @@ overhead competes with dbt for the same 2 cores.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
 import shutil
 import statistics
@@ -135,6 +137,8 @@ def _timeline(airflow: Any, dag_id: str, run_id: str, producer: str) -> tuple[fl
     return build, tail
 
 
+#: ``BENCH_KEEP=1``: keep every run's Airflow home, with its task instances in ``task_instances.json``.
+KEEP = os.environ.get("BENCH_KEEP") == "1"
 #: The machine's PostgreSQL server (trust auth), for ``--metadata postgres`` and ``celery``.
 POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 #: The machine's Redis, the CeleryExecutor's broker for ``--metadata celery``.
@@ -169,12 +173,19 @@ def metadata_database(metadata: str, name: str) -> Any:
 
 
 def under_scheduler(
-    project: Project, kind: str, timeout: float, *, warm: bool = True, metadata: str = "sqlite"
+    project: Project,
+    kind: str,
+    timeout: float,
+    *,
+    warm: bool = True,
+    metadata: str = "sqlite",
+    parse_every_s: int | None = None,
 ) -> SchedulerRun:
     """One DAG run under a real scheduler, for ``dbtflow``, ``bash`` or ``cosmos_watcher``, measured
     after one unmeasured run of the same DAG (``warm``) unless told otherwise; Airflow's metadata
     in SQLite, or in PostgreSQL (``metadata="postgres"``), or the CeleryExecutor (two workers,
-    PostgreSQL metadata, Redis broker: ``metadata="celery"``)."""
+    PostgreSQL metadata, Redis broker: ``metadata="celery"``). The dag-processor re-parses the
+    DAG file every ``parse_every_s`` seconds, by default as often as Airflow's default (30 s)."""
     from dbtflow.testing.deployment import Celery, airflow_deployment
 
     root = Path(tempfile.mkdtemp(prefix=f"sched-{kind}-", dir=WORK))
@@ -196,9 +207,10 @@ def under_scheduler(
         command = str(COSMOS_VENV / "bin" / "airflow")
         env = project.env(database)
     env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW")}
-    # Re-parse the file every 10 s and print the dag-processor's statistics every 5 s, so its
-    # steady-state parse time is seen several times during the run.
-    env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = "10"
+    if parse_every_s is not None:
+        # The scheduler-load table re-parses more often than Airflow's default, so that the
+        # file's steady-state parse time is seen several times during the run.
+        env["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"] = str(parse_every_s)
     env["AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL"] = "5"
     if metadata == "celery" and kind == "dbtflow":
         # Each Celery worker has a dbtflow home of its own: the state is shared through a database.
@@ -232,6 +244,16 @@ def under_scheduler(
             cpu = [_cpu_seconds(c) - before for c, before in zip(components, cpu_before, strict=True)]
             tree_after = _tree_cpu(airflow.processes)
             build_s, tail_s = _timeline(airflow, dag_id, run_id, PRODUCER_TASK[kind])
+            if KEEP:
+                (root / "task_instances.json").write_text(
+                    json.dumps(
+                        {
+                            "run": airflow.api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json(),
+                            "tis": airflow.task_instances(dag_id, run_id),
+                        },
+                        default=str,
+                    )
+                )
             time.sleep(6)  # one more statistics table
         durations = _parse_durations(root / "airflow" / "dag-processor.log", f"{dag_id}.py")[1:]
         return SchedulerRun(
@@ -246,7 +268,7 @@ def under_scheduler(
             tree_cpu_s={k: tree_after[k] - tree_before.get(k, 0.0) for k in tree_after},
         )
     finally:
-        if state == "success":
+        if state == "success" and not KEEP:
             shutil.rmtree(root, ignore_errors=True)
         else:  # keep the components' and tasks' logs to see why
             kept = WORK / "failed-runs" / root.name
@@ -272,7 +294,7 @@ def scheduler_load(project: Project, timeout: float) -> dict[str, SchedulerRun |
     out: dict[str, SchedulerRun | str] = {}
     for kind in ("dbtflow", "cosmos_watcher"):
         try:
-            out[kind] = under_scheduler(project, kind, timeout)
+            out[kind] = under_scheduler(project, kind, timeout, parse_every_s=10)
         except Exception as exc:  # a failed side is reported in the table, not fatal
             out[kind] = f"failed: {str(exc).splitlines()[0][:100]}"
         log(f"{project.name} scheduler load, {kind}: {out[kind]}")
