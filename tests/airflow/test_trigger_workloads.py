@@ -41,6 +41,17 @@ def test_the_airflow_internals_it_relies_on_are_still_there() -> None:
         "_create_workload no longer ships the whole DAG: re-read it and update or remove "
         "dbtflow.airflow.trigger_workloads"
     )
+    # dbtflow's triggers are built on the path where the dag bag finds no serialized DAG.
+    assert list(inspect.signature(TriggerRunnerSupervisor._create_workload).parameters)[1:3] == [
+        "trigger",
+        "dag_bag",
+    ]
+    assert "dag_bag.get_serialized_dag_model_for_run(" in create_workload
+    assert "or dag_bag.get_serialized_dag_model(" in create_workload
+    assert "if serialized_dag_model:" in create_workload
+    assert create_workload.rstrip().endswith(
+        "ti=ser_ti,\n            timeout_after=trigger.task_instance.trigger_timeout,\n        )"
+    ), "the workload of a trigger whose DAG is not found changed: re-read _create_workload"
     create_triggers = inspect.getsource(TriggerRunner.create_triggers)
     assert "if workload.dag_data:" in create_triggers
     assert "trigger_instance.task_instance = ti" in create_triggers, (

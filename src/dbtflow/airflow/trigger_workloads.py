@@ -9,11 +9,13 @@ deadlocked here on 2026-12-03 (the supervisor blocked sending it while the runne
 logs to the supervisor; py-spy dumps of both). dbtflow's triggers render no templates and read
 their task instance's identity only, which Airflow gives a trigger without a document too (its
 ``TaskInstanceDTO``). So, in an ``airflow triggerer`` process, workloads of dbtflow's triggers are
-sent without ``dag_data``/``dag_run_data``; other triggers' are untouched.
+sent without ``dag_data``/``dag_run_data``, and built without loading the document at all;
+other triggers' are untouched.
 
 - **Airflow internals:** ``airflow.jobs.triggerer_job_runner.TriggerRunnerSupervisor._create_workload``
   (it builds ``RunTrigger(..., dag_data=serialized_dag_model.data, ...)`` for a start-from-trigger
-  task) and ``TriggerRunner.create_triggers`` (a workload without ``dag_data`` gets
+  task, and the workload of a plain deferred task when its ``dag_bag`` finds no serialized DAG)
+  and ``TriggerRunner.create_triggers`` (a workload without ``dag_data`` gets
   ``trigger.task_instance = ti``), apache-airflow-core 3.3 (3.3.2 read);
   ``tests/airflow/test_trigger_workloads.py`` fails when either changes.
 - **Remove it when** Airflow sends a DAG document once per DAG version, or only the task's part.
@@ -41,6 +43,30 @@ def install_in_triggerer() -> None:
         after_import(RUNNER_MODULE, _wrap)
 
 
+class _NoDagDocuments:
+    """A ``DBDagBag`` stand-in that finds no serialized DAG.
+
+    Airflow's ``_create_workload`` loads the run's serialized DAG model for every trigger of a
+    task (a query and a JSON decode of the whole document, then its deserialization), only to
+    see whether the task starts from the trigger and to ship the document. For dbtflow's
+    triggers, which need no document, that was the triggerer's largest cost: 1511 of its
+    supervisor's 7932 samples in a 500-chain run (py-spy, 2026-12-03).
+    """
+
+    def get_serialized_dag_model_for_run(self, dag_run: Any, *, session: Any) -> None:
+        return None
+
+    def get_serialized_dag_model(self, version_id: Any, session: Any) -> None:
+        return None
+
+
+NO_DAG_DOCUMENTS = _NoDagDocuments()
+
+
+def _is_own(trigger: Any) -> bool:
+    return trigger is not None and str(getattr(trigger, "classpath", "")).startswith(OWN_TRIGGERS)
+
+
 def slim(workload: Any) -> Any:
     """``workload`` without the DAG document, when it is one of dbtflow's triggers'."""
     if workload is None or not str(getattr(workload, "classpath", "")).startswith(OWN_TRIGGERS):
@@ -65,8 +91,12 @@ def _wrap(module: ModuleType) -> None:
         return
 
     @functools.wraps(create)
-    def create_workload(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return slim(create(self, *args, **kwargs))
+    def create_workload(self: Any, trigger: Any, dag_bag: Any, *args: Any, **kwargs: Any) -> Any:
+        if _is_own(trigger):
+            # Airflow's own path for a deferred task's trigger, which ships no document: it is
+            # taken when no serialized DAG is found, so none is loaded (see NO_DAG_DOCUMENTS).
+            dag_bag = NO_DAG_DOCUMENTS
+        return slim(create(self, trigger, dag_bag, *args, **kwargs))
 
     create_workload.dbtflow_slim = True  # type: ignore[attr-defined]
     supervisor._create_workload = create_workload  # type: ignore[union-attr]
