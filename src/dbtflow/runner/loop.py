@@ -136,11 +136,16 @@ class LocalDagRun:
         success_callbacks.install()
         self._render_log = log_filename_template_renderer()
         self.pool = WorkerPool(dag, concurrency, self.log_path)
-        # Done once in this process before the first task is forked: Airflow's API (on a thread
-        # from now, while dbt runs: a streamed run forks only its last task, dbt_assets), and
-        # dbt's import and warm-up before the first task that runs dbt.
-        self.api_warm_up = BackgroundWarmUp(warm_up_execution_api)
+        # Done once in this process before the first task is forked: Airflow's in-process
+        # Execution API, and dbt's import and warm-up before the first task that runs dbt. With a
+        # head start, a green run forks no task (its node tasks and dbt_assets end in the
+        # triggerer), and the API's build cost 3-7 s of CPU beside dbt: it is built (on a thread,
+        # the loop going on) only once a task waits for a worker. Without one, from now.
+        self.api_warm_up: BackgroundWarmUp | None = None
+        if forked_dbt is None:
+            self.api_warm_up = BackgroundWarmUp(warm_up_execution_api)
         self.dbt_warm_up = warm_up
+        self._api_building = False
 
     def log_path(self, ti: Any) -> Path:
         from airflow.configuration import conf
@@ -194,6 +199,9 @@ class LocalDagRun:
                     self._fail_lost_task(worker.task_id, worker.map_index, code, session)
             if self.forked_dbt is not None:
                 self.forked_dbt.reap()
+            if self._api_building and self.api_warm_up is not None and self.api_warm_up.done:
+                self._api_building = False
+                next_pass = now  # tasks were waiting for it
             if now >= next_pass:
                 state = self._pass(session)
                 if state is not None:
@@ -203,13 +211,13 @@ class LocalDagRun:
                 Trigger.clean_unused(session=session)
                 session.commit()
                 last_clean = now
-            tick = TICK_S if self.pool.running else IDLE_TICK_S
+            tick = TICK_S if self.pool.running or self._api_building else IDLE_TICK_S
             self.triggerer.wait(max(0.0, min(tick, next_pass - time.monotonic())))
 
     def _pass(self, session: Any) -> str | None:
         """One scheduling pass; returns the run's final state once it has ended."""
         from airflow.models.dagrun import DagRun
-        from airflow.utils.state import DagRunState, TaskInstanceState
+        from airflow.utils.state import DagRunState
 
         session.expire_all()
         dag_run = session.get(DagRun, self.dag_run_id)
@@ -221,31 +229,72 @@ class LocalDagRun:
             dag_run.schedule_tis(schedulable, session=session)
         session.commit()
         self._fail_timed_out_triggers(session)
-        tis = dag_run.get_task_instances(session=session)
-        for ti in tis:
-            if ti.state == TaskInstanceState.SCHEDULED and self.pool.free > 0 and not self._is_running(ti):
-                self._launch(ti, session)
-            elif (
-                ti.state == TaskInstanceState.DEFERRED
-                and ti.trigger_id is not None
-                and ti.trigger_id not in self.triggerer.running
-            ):
-                self._start_trigger(ti, session)
+        # The states alone (a full read builds every task instance, decoding its JSON and pickled
+        # columns: it was a pass's largest cost); the task instances only when one must start.
+        states = self._states(session)
+        if any(self._to_start(row) for row in states):
+            self._start(dag_run.get_task_instances(session=session), session)
         session.commit()
-        self.display.update(self._rows_of(tis))
+        self.display.update(self._rows_of(states))
         if dag_run.state != DagRunState.RUNNING:
             return str(getattr(dag_run.state, "value", dag_run.state))
         return None
+
+    def _states(self, session: Any) -> list[Any]:
+        """The run's task instances' states: rows with the fields ``_rows_of`` and
+        ``_to_start`` read."""
+        from airflow.models.taskinstance import TaskInstance as TI
+        from sqlalchemy import select
+
+        columns: list[Any] = [TI.task_id, TI.map_index, TI.state, TI.try_number, TI.trigger_id]
+        columns += [TI.start_date, TI.end_date]
+        query = select(*columns).where(TI.dag_id == self.dag.dag_id, TI.run_id == self.run_id)
+        return list(session.execute(query))
+
+    def _to_start(self, ti: Any) -> bool:
+        """Whether ``ti`` waits for a worker or its trigger."""
+        from airflow.utils.state import TaskInstanceState
+
+        if ti.state == TaskInstanceState.SCHEDULED:
+            # (While the Execution API is built, the pass after it ends starts the task.)
+            return self.pool.free > 0 and not self._api_building and not self._is_running(ti)
+        return (
+            ti.state == TaskInstanceState.DEFERRED
+            and ti.trigger_id is not None
+            and ti.trigger_id not in self.triggerer.running
+        )
+
+    def _start(self, tis: Any, session: Any) -> None:
+        """Launch scheduled task instances on workers and start deferred ones' triggers."""
+        from airflow.utils.state import TaskInstanceState
+
+        for ti in tis:
+            if not self._to_start(ti):
+                continue
+            if ti.state != TaskInstanceState.SCHEDULED:
+                self._start_trigger(ti, session)
+            elif self._api_ready():
+                self._launch(ti, session)
 
     def _is_running(self, ti: Any) -> bool:
         return any(
             w.task_id == ti.task_id and w.map_index == ti.map_index for w in self.pool.running.values()
         )
 
+    def _api_ready(self) -> bool:
+        """Whether tasks can be forked: the Execution API is built (its build starts here if
+        needed; the pass after it ends launches them)."""
+        if self.api_warm_up is None:
+            self.api_warm_up = BackgroundWarmUp(warm_up_execution_api)
+        if not self.api_warm_up.done:
+            self._api_building = True
+            return False
+        self.api_warm_up.wait()  # raises its error, if any
+        return True
+
     def _launch(self, ti: Any, session: Any) -> None:
         from airflow.utils.state import TaskInstanceState
 
-        self.api_warm_up.wait()
         warm_up = self.dbt_warm_up
         if warm_up is not None and hasattr(self.dag.task_dict.get(ti.task_id), "unique_ids"):
             self.dbt_warm_up = None

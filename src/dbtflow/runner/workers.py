@@ -77,6 +77,10 @@ class BackgroundWarmUp:
         except BaseException as exc:  # raised again by wait(), in the thread that forks
             self.error = exc
 
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
     def wait(self) -> None:
         self.thread.join()
         if self.error is not None:
