@@ -5,7 +5,8 @@ production (``DBTFLOW_HISTORY_URL``, or the ``url`` argument). Every dbt invocat
 ran, once: the streamed per_model invocation and nodes built alone (``dbtflow.streaming``, through
 the ``on_results`` callback the Airflow side and the local runner pass it, ``results_recorder``),
 single and grouped tasks, and dbt Cloud jobs (from their ``run_results.json``). Its engine comes
-from ``dbtflow.state.engine``: a connection per use, as a few writes per task try need.
+from ``dbtflow.state.engine`` (on a server, a connection per use, as a few writes per task try
+need).
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ databases are used differently, so they keep connections differently (``Pooling`
   producer's writer and heartbeat threads and the triggerer's feed: its connections are pooled,
   checked before use on a server, and on SQLite wait up to 60 s for another process's lock and
   write ahead (WAL), so that readers never block the writer;
-- the run-time history gets a few writes per task try: a connection per use (``NullPool``), so
-  that no idle connection is held open between them.
+- the run-time history gets a few writes per task try: on a server, a connection per use
+  (``NullPool``), so that no idle connection is held open between them; a SQLite file keeps its
+  connections as the state database does (see ``_create``).
 """
 
 from __future__ import annotations
@@ -47,18 +48,17 @@ def sql_engine(url: str, metadata: sa.MetaData, pooling: Pooling) -> Engine:
 
 
 def _create(url: str, pooling: Pooling) -> Engine:
-    if pooling is Pooling.PER_USE:
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        if url.startswith("sqlite"):
-            # Written to by dbt's process once per batch of node results: without these, each
-            # write waited for several fsyncs (about 4 % of that process's samples on 2026-12-03).
-            _write_ahead(engine)
+    if url.startswith("sqlite"):
+        # A SQLite file keeps its connections whatever the pooling: an idle one holds no lock, and
+        # closing the last connection of a write-ahead database checkpoints it and deletes its
+        # log (fsyncs), which every history write (once per batch of node results, in dbt's
+        # process) paid with a connection per use.
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        _write_ahead(engine)
         return engine
-    if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-    _write_ahead(engine)
-    return engine
+    if pooling is Pooling.PER_USE:
+        return sa.create_engine(url, poolclass=sa.pool.NullPool)
+    return sa.create_engine(url, pool_pre_ping=True)
 
 
 def _write_ahead(engine: Engine) -> None:
