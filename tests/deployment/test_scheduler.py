@@ -6,38 +6,49 @@ Airflow's retries with whole tables and no node built twice at once; a second ru
 waits for the first; and the run's asset events (one per node built, with the build's facts, none
 for a failed node) start a DAG scheduled on a model's asset and the second part of a project split
 into two DAGs by tag; Airflow's backfill of a daily microbatch DAG runs each day once, building
-that day's rows."""
+that day's rows; a DAG run past its Airflow Deadline Alert is reported while it runs. The
+scenarios share one deployment; runs of projects with warehouses of their own overlap."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-import duckdb
 import pytest
+from scheduler_scenarios import (
+    DEADLINE_DAG,
+    asset_events,
+    backfill,
+    deadline_alert,
+    own_warehouse,
+    retry_via_api,
+    run_started_by,
+)
 
 from dbtflow.monitoring.history import History
 from dbtflow.state.invocations import InvocationState
 from dbtflow.state.store import StateStore
-from dbtflow.testing.deployment import Deployment, airflow_deployment
+from dbtflow.testing.deployment import PARSE_ONCE, airflow_deployment
 
 from conftest import (
     EXAMPLE,
     SLOW_SQL,
+    SLOW_WHILE_FLAGGED_SQL,
     STG_TRIPS_AND_DOWNSTREAM,
     built_since,
     copy_project,
     overlapping_builds,
     pid_building,
-    run_cli,
     table_counts,
 )
+from webhook import Webhook
 
 DAG = """# airflow DAG with dbtflow
 from datetime import timedelta
@@ -96,6 +107,14 @@ def _seconds(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+@contextmanager
+def _closing(hook: Webhook) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        hook.server.shutdown()
+
+
 # Many scenarios on one deployment (one start-up); on a loaded machine more than the default 600 s.
 @pytest.mark.timeout(1500)
 def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
@@ -108,22 +127,33 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
     (single / "models" / "staging" / "stg_trips.sql").write_text("select nope from {{ ref('raw_trips') }}\n")
     killed = copy_project(EXAMPLE, tmp_path / "killed")
     (killed / "models" / "marts" / "slow_model.sql").write_text(
-        SLOW_SQL + "-- after {{ ref('fct_trips') }}\n"
+        SLOW_WHILE_FLAGGED_SQL + "-- after {{ ref('fct_trips') }}\n"
     )
+    slow_flag = tmp_path / "slow.flag"
+    # Each project but the good one writes a warehouse of its own: their runs overlap its backfill.
+    for project in (broken, single, killed):
+        own_warehouse(project, tmp_path / f"{project.name}.duckdb")
     (dags / "good.py").write_text(_dag(good, "sched_good") + DOWNSTREAM.format(project=str(good)) + BACKFILL)
-    (dags / "broken.py").write_text(_dag(broken, "sched_broken"))
-    (dags / "single.py").write_text(_dag(single, "sched_single", extra='pattern="single",'))
-    (dags / "killed.py").write_text(_dag(killed, "sched_killed", retries=2))
+    # The DAG files used once the first run is under way come once its DAG is parsed: each file's
+    # first parse runs dbt, two at a time, in no set order.
+    later = {
+        "broken.py": _dag(broken, "sched_broken"),
+        "single.py": _dag(single, "sched_single", extra='pattern="single",'),
+        "killed.py": _dag(killed, "sched_killed", retries=2),
+    }
     # The split project writes a warehouse of its own: its assets are its own.
     split = copy_project(EXAMPLE, tmp_path / "split")
-    profiles = (split / "profiles.yml").read_text()
-    (split / "profiles.yml").write_text(
-        profiles.replace(
-            "{{ env_var('BIKESHARE_DUCKDB', 'bikeshare.duckdb') }}", str(tmp_path / "split.duckdb")
-        )
-    )
+    own_warehouse(split, tmp_path / "split.duckdb")
     (dags / "split.py").write_text(SPLIT.format(project=str(split)))
+    # A DAG run with an Airflow Deadline Alert, and a slow model with an expected duration.
+    late = copy_project(EXAMPLE, tmp_path / "late")
+    own_warehouse(late, tmp_path / "late.duckdb")
+    (late / "models" / "marts" / "slow_model.sql").write_text(SLOW_SQL)
+    hook = Webhook()
+    later["deadlines.py"] = DEADLINE_DAG.format(project=str(late), url=hook.url)
     env = {
+        **PARSE_ONCE,
+        "SLOW_FLAG": str(slow_flag),
         "DBTFLOW_HOME": str(tmp_path / "dbtflow"),
         "DBTFLOW_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
         "BIKESHARE_DUCKDB": str(tmp_path / "warehouse.duckdb"),
@@ -131,18 +161,22 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         # on a loaded machine that takes longer than Airflow's 30 s default.
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
-        # What the README recommends for prompt recovery after a scheduler restart: the tasks of
-        # a dead scheduler are reset every 30 s, not every 300 s.
-        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "30",
+        # For prompt recovery after a scheduler restart, the tasks of a dead scheduler are reset
+        # at this interval (default 300 s; the README recommends 30 s), once its heartbeat is
+        # older than scheduler_health_check_threshold (30 s). Shorter here: the outcome is the
+        # same, sooner.
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
     }
     (tmp_path / "dbtflow").mkdir()
     history = History(f"sqlite:///{tmp_path / 'dbtflow' / 'history.db'}")
-    with airflow_deployment(tmp_path / "airflow", dags, env) as airflow:
+    with airflow_deployment(tmp_path / "airflow", dags, env) as airflow, _closing(hook):
         airflow.wait_for_dag("sched_good", timeout=600)
+        for name, source in later.items():
+            (dags / name).write_text(source)
         # DAGs scheduled on assets get runs only while unpaused.
         for dag_id in ("sched_downstream", "split_marts"):
             airflow.wait_for_dag(dag_id, timeout=600)
-            airflow.api.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+            airflow.unpause(dag_id)
         # dbtflow's plugin (run-time reports) loads once and cleanly.
         plugins = airflow.api.get("/api/v2/plugins", params={"limit": 100}).json()["plugins"]
         assert [p["name"] for p in plugins].count("dbtflow") == 1, plugins
@@ -185,7 +219,7 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         # One trigger of the first part of the split project (checked at the end).
         split_run = airflow.trigger("split_staging")
         # One asset event per node built, with the build's facts (REST API).
-        events = _asset_events(airflow, "sched_good", run_id)
+        events = asset_events(airflow, "sched_good", run_id)
         assert {e["extra"]["unique_id"] for e in events} == ASSET_NODES, events
         invocations = {i.id for i in store.invocations_of_run("sched_good", run_id)}
         for event in events:
@@ -197,29 +231,18 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
             assert event["uri"].startswith("duckdb:"), event
             assert event["uri"].endswith("." + extra["unique_id"].rsplit(".", 1)[1]), event
         # The DAG scheduled on fct_trips's asset gets a run from this run's event.
-        downstream = _run_started_by(airflow, "sched_downstream", "sched_good", run_id)
+        downstream = run_started_by(airflow, "sched_downstream", "sched_good", run_id)
         assert airflow.wait_for_run("sched_downstream", downstream["dag_run_id"]) == "success"
         assert downstream["run_type"] == "asset_triggered", downstream
 
-        # Airflow's backfill of three days: three runs, each building its day of the microbatch model.
-        airflow.api.patch("/api/v2/dags/sched_backfill", json={"is_paused": False}).raise_for_status()
-        days = ["2024-05-01", "2024-05-02", "2024-05-03"]
-        body = {"dag_id": "sched_backfill", "from_date": f"{days[0]}T00:00:00Z", "max_active_runs": 1}
-        airflow._json("POST", "/api/v2/backfills", json={**body, "to_date": f"{days[-1]}T00:00:00Z"})
-        backfilled = airflow._json("GET", "/api/v2/dags/sched_backfill/dagRuns")["dag_runs"]
-        assert sorted((r["run_type"], r["data_interval_start"][:10]) for r in backfilled) == [
-            ("backfill", day) for day in days
-        ], backfilled
-        for run in backfilled:
-            assert airflow.wait_for_run("sched_backfill", run["dag_run_id"]) == "success", run
-        with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
-            per_day = con.execute(
-                "select strftime(started_at, '%Y-%m-%d'), count(*) from trips_microbatch"
-                " group by 1 order by 1"
-            ).fetchall()
-        assert per_day == [("2024-05-01", 28), ("2024-05-02", 40), ("2024-05-03", 38)], per_day
+        # Airflow's backfill of three days and the deadline alert's DAG (both checked before the
+        # scheduler is killed), while the broken, single and killed DAGs run: each of those
+        # writes a warehouse of its own.
+        pool = ThreadPoolExecutor(2)
+        aside = [pool.submit(backfill, airflow, tmp_path / "warehouse.duckdb")]
+        aside.append(pool.submit(deadline_alert, airflow, hook))
 
-        airflow.wait_for_dag("sched_broken")
+        airflow.wait_for_dag("sched_broken", timeout=600)
         run_id, state, _ = airflow.trigger_and_wait("sched_broken")
         assert state == "failed"
         states = dict(
@@ -234,7 +257,7 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         assert states["bike_utilization"] == "upstream_failed" and states["dbt_build"] == "failed"
         assert states["fct_trips"] == "success" and states["station_daily_usage"] == "success"
         # Nothing is emitted for the failed node or its skipped dependant.
-        broken_events = _asset_events(airflow, "sched_broken", run_id)
+        broken_events = asset_events(airflow, "sched_broken", run_id)
         emitted = {e["extra"]["unique_id"] for e in broken_events}
         # The producer failed, so its outlet events were dropped: the teardown emitted them.
         assert {e["source_task_id"] for e in broken_events} == {"dbt_assets"}, broken_events
@@ -245,7 +268,7 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
             (good / "models" / "staging" / "stg_bikes.sql").read_text()
         )
         before = [r for r in history.runs("sched_broken") if r.run_id == run_id]
-        outcome = _retry_via_api(airflow.api_url, "sched_broken", tmp_path)
+        outcome = retry_via_api(airflow.api_url, "sched_broken", tmp_path)
         assert outcome["run_id"] == run_id and outcome["state"] == "success", outcome
         tries = {t["task_id"]: (t["state"], t["try_number"]) for t in outcome["tasks"]}
         assert tries["stg_bikes"] == ("success", 2) and tries["fct_trips"] == ("success", 1), tries
@@ -256,14 +279,14 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         }, again
 
         # The single pattern: its one task fails; the retry runs `dbt retry` (only what failed).
-        airflow.wait_for_dag("sched_single")
+        airflow.wait_for_dag("sched_single", timeout=600)
         run_id, state, _ = airflow.trigger_and_wait("sched_single")
         assert state == "failed"
         (single / "models" / "staging" / "stg_trips.sql").write_text(
             (good / "models" / "staging" / "stg_trips.sql").read_text()
         )
         before = [r for r in history.runs("sched_single") if r.run_id == run_id]
-        outcome = _retry_via_api(airflow.api_url, "sched_single", tmp_path)
+        outcome = retry_via_api(airflow.api_url, "sched_single", tmp_path)
         # The dbt_assets teardown runs again after the retried task, as any teardown does.
         assert sorted((t["task_id"], t["try_number"]) for t in outcome["tasks"]) == [
             ("dbt_assets", 2),
@@ -273,26 +296,33 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         assert {u for u in again if u.startswith("model.")} == STG_TRIPS_AND_DOWNSTREAM, again
 
         # SIGKILL the process running dbt while it builds the slow model.
-        airflow.wait_for_dag("sched_killed")
+        airflow.wait_for_dag("sched_killed", timeout=600)
+        slow_flag.touch()
         run_id = airflow.trigger("sched_killed")
         pid = pid_building(store, "sched_killed", run_id, SLOW)
         os.kill(pid, signal.SIGKILL)
+        slow_flag.unlink()  # the retry's build is quick
         state = airflow.wait_for_run("sched_killed", run_id)
         assert state == "success", airflow.tasks("sched_killed", run_id)
         records = [r for r in history.runs("sched_killed") if r.run_id == run_id]
         assert not overlapping_builds(records), overlapping_builds(records)
         assert [r.status for r in records if r.unique_id == SLOW] == ["success"]
-        counts = table_counts(tmp_path / "warehouse.duckdb", ["slow_model", "fct_trips", "stg_trips"])
+        counts = table_counts(tmp_path / "killed.duckdb", ["slow_model", "fct_trips", "stg_trips"])
         assert counts["slow_model"] == 1 and counts["fct_trips"] == counts["stg_trips"] > 0, counts
         assert pid in {i.pid for i in store.invocations_of_run("sched_killed", run_id)}
 
         # SIGKILL the scheduler (with the LocalExecutor's workers, the task and dbt under it) and
         # the triggerer while dbt builds the slow model, then start them again (issue 23): the run
         # ends green, each node is built once, and the dead invocation is marked so.
+        for scenario in aside:
+            scenario.result()
+        pool.shutdown()
+        slow_flag.touch()
         run_id = airflow.trigger("sched_killed")
         pid_building(store, "sched_killed", run_id, SLOW)
         airflow.kill("scheduler")
         airflow.kill("triggerer")
+        slow_flag.unlink()
         restarted = time.monotonic()
         airflow.start("scheduler")
         airflow.start("triggerer")
@@ -317,7 +347,7 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
 
         # The split project: one trigger of its staging part ran the marts part after it.
         assert airflow.wait_for_run("split_staging", split_run) == "success"
-        marts_run = _run_started_by(airflow, "split_marts", "split_staging", split_run)
+        marts_run = run_started_by(airflow, "split_marts", "split_staging", split_run)
         assert airflow.wait_for_run("split_marts", marts_run["dag_run_id"]) == "success"
         marts_runs = airflow._json("GET", "/api/v2/dags/split_marts/dagRuns")["dag_runs"]
         assert [r["dag_run_id"] for r in marts_runs] == [marts_run["dag_run_id"]], marts_runs
@@ -325,45 +355,3 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
             tmp_path / "split.duckdb", ["stg_trips", "fct_trips", "station_daily_usage"]
         )
         assert all(n > 0 for n in split_tables.values()), split_tables
-
-
-def _events_json(airflow: Deployment, path: str, timeout: float = 300, **params: Any) -> list[dict[str, Any]]:
-    """The asset events at ``path``. Airflow 3.3.2's api-server answers 500 while an event's
-    created DAG run has not started (its start_date is None, which the response model refuses):
-    ask again until the runs have started."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = airflow.api.get(path, params={"limit": 100, **params})
-        if response.status_code != 500 or time.monotonic() > deadline:
-            assert response.is_success, f"GET {path}: {response.status_code} {response.text}"
-            return list(response.json()["asset_events"])
-        time.sleep(1)
-
-
-def _asset_events(airflow: Deployment, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    return _events_json(airflow, "/api/v2/assets/events", source_dag_id=dag_id, source_run_id=run_id)
-
-
-def _run_started_by(
-    airflow: Deployment, dag_id: str, source_dag_id: str, source_run_id: str, timeout: float = 300
-) -> dict[str, Any]:
-    """The run of ``dag_id`` that an asset event of the source run started (waits for it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for run in airflow._json("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100})["dag_runs"]:
-            path = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/upstreamAssetEvents"
-            sources = {(e["source_dag_id"], e["source_run_id"]) for e in _events_json(airflow, path)}
-            if (source_dag_id, source_run_id) in sources:
-                return dict(run)
-        time.sleep(2)
-    raise AssertionError(f"no run of {dag_id} was started by {source_dag_id} {source_run_id}")
-
-
-def _retry_via_api(api_url: str, dag_id: str, tmp_path: Path) -> dict:  # type: ignore[type-arg]
-    summary = tmp_path / f"{dag_id}-retry.json"
-    done = run_cli(
-        "retry", dag_id, "--api-url", api_url, "--progress", "plain", "--summary-json", str(summary),
-        "--timeout", "300",
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    return dict(json.loads(summary.read_text()))

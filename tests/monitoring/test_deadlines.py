@@ -1,10 +1,10 @@
-"""Deadlines: a model that outlives its expected duration is reported while it still runs, and the
-DAG carries an Airflow Deadline Alert."""
+"""Deadlines: a model that outlives its expected duration is reported while it still runs. The
+DAG run's Airflow Deadline Alert is checked by a scheduler: tests/deployment/test_scheduler.py
+runs it on its deployment (scheduler_scenarios.deadline_alert)."""
 
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -84,37 +84,3 @@ def test_a_slow_model_is_reported_while_it_still_runs(
     # It arrived while dbt was still running the model (the history has when the model ended).
     (slow,) = [r for r in History().runs(dag_id="deadlines") if r.unique_id.endswith("slow_model")][-1:]
     assert hook.arrivals[0] < slow.started_at + slow.execution_s
-
-
-def test_a_dag_run_past_its_deadline_alert_is_reported_while_it_runs(tmp_path: Path) -> None:
-    """Airflow's Deadline Alerts are checked by the scheduler: a real deployment."""
-    from dbtflow.testing.deployment import airflow_deployment
-
-    project = copy_project(EXAMPLE, tmp_path / "bikeshare")
-    (project / "models" / "marts" / "slow_model.sql").write_text(SLOW_SQL)
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    hook = Webhook()
-    source = DAG.format(
-        project=str(project), url=hook.url, pattern="single",
-        extra=f"deadline=run_deadline(timedelta(seconds=3), {hook.url!r}),",
-    )  # fmt: skip
-    (dags / "deadlines.py").write_text("# airflow dag\n" + source)
-    env = {"DBTFLOW_HOME": str(tmp_path / "home"), "BIKESHARE_DUCKDB": str(tmp_path / "w.duckdb")}
-    try:
-        with airflow_deployment(tmp_path / "airflow", dags, env) as airflow:
-            airflow.wait_for_dag("deadlines")
-            run_id, state, _ = airflow.trigger_and_wait("deadlines", timeout=300)
-            (end_date,) = airflow.query(
-                "select end_date from dag_run where dag_id = 'deadlines' and run_id = ?", run_id
-            )[0]
-            ended = datetime.fromisoformat(str(end_date)).replace(tzinfo=UTC).timestamp()
-    finally:
-        hook.server.shutdown()
-    assert state == "success"
-    missed = [m for m in hook.messages if m["state"] == "deadline_missed"]
-    assert len(missed) == 1 and missed[0]["dag_id"] == "deadlines"
-    arrived = hook.arrivals[hook.messages.index(missed[0])]
-    assert arrived < ended
-    late = [m for m in hook.messages if m["state"] == "late"]
-    assert [m["unique_id"] for m in late] == ["model.bikeshare.slow_model"]
