@@ -1,7 +1,8 @@
 """Getting a project's parsed form: the compact graph for DAG files, dbt's ``Manifest`` for tasks.
 
 Both come from the cache when the project is unchanged. On a miss the project is parsed once
-with dbt's own parser, in this process, under a lock (or read from ``manifest_path`` when the
+with dbt's own parser, in this process (in Airflow's dag-processor, in a child that outlives an
+import timeout: ``parse_ahead``), under a lock (or read from ``manifest_path`` when the
 project supplies a manifest built elsewhere), and both forms are written. A DAG-file load that
 hits the cache never imports dbt.
 """
@@ -17,6 +18,7 @@ from dbtflow.project.cache import CacheEntry, cache_entry
 from dbtflow.project.config import DbtProject
 from dbtflow.project.graph import DbtGraph, graph_from_manifest, load_manifest_file
 from dbtflow.project.invoke import require_success, run_dbt
+from dbtflow.project.parse_ahead import in_dag_processor, parse_in_child
 
 #: Parsed forms already loaded by this process, by cache folder. dbt's ``Manifest`` is kept as
 #: its encoded bytes: dbt mutates the object while compiling (ephemeral CTEs are injected into
@@ -30,6 +32,13 @@ def load_graph(project: DbtProject, entry: CacheEntry | None = None) -> DbtGraph
     entry = entry or cache_entry(project)
     key = str(entry.root)
     graph = _GRAPHS.get(key) or entry.read_pickle(entry.graph_file)
+    if graph is None and in_dag_processor():
+        graph = parse_in_child(
+            entry.root,
+            lambda: _fill_unless_cached(project, entry),
+            lambda: entry.read_pickle(entry.graph_file),
+            str(project.path),
+        )
     if graph is None:
         with entry.lock():
             graph = entry.read_pickle(entry.graph_file)
@@ -37,6 +46,12 @@ def load_graph(project: DbtProject, entry: CacheEntry | None = None) -> DbtGraph
                 graph = _fill_cache(project, entry)[0]
     _GRAPHS[key] = graph
     return graph
+
+
+def _fill_unless_cached(project: DbtProject, entry: CacheEntry) -> None:
+    with entry.lock():
+        if entry.read_pickle(entry.graph_file) is None:
+            _fill_cache(project, entry)
 
 
 def load_manifest(project: DbtProject, entry: CacheEntry | None = None) -> Any:
