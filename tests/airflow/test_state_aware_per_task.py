@@ -217,3 +217,35 @@ def test_single_pattern_leaves_the_unchanged_nodes_out_of_its_selection(
     assert second.built == ALWAYS_BUILT
     assert set(second.tasks.values()) == {"success"}
     assert not any(name.startswith(("unique_", "relationships_")) for name in second.ran)
+
+
+def test_streamed_at_end_tests_run_only_for_rebuilt_models(tmp_path: Path, airflow_db: Path) -> None:
+    """per_model streamed with ``tests="at_end"``: the one test task after every model (its own
+    ``dbt test``) runs under ``none_failed`` and leaves out the tests of the models not rebuilt:
+    with nothing changed it ends skipped; after stg_orders' SQL changes it runs stg_orders' tests
+    and the test on both staging models, not stg_customers'."""
+    project, _ = _shop(tmp_path)
+    dag_id = "state_aware_at_end"
+    source = f"""
+        from dbtflow import DbtProject, dbt_dag
+        dag = dbt_dag(DbtProject({str(project)!r}), dag_id={dag_id!r}, state_aware=True, tests="at_end")
+    """
+    with pytest.MonkeyPatch.context() as mp, dag_file(dag_id, source) as path:
+        mp.setenv("STATE_SHOP_DUCKDB", str(tmp_path / "shop.duckdb"))
+        first = _run(path, dag_id)
+        second = _run(path, dag_id)
+        sql = project / "models" / "staging" / "stg_orders.sql"
+        sql.write_text(sql.read_text().replace("amount from", "amount * 1 as amount from"))
+        third = _run(path, dag_id)
+    assert first.state == second.state == third.state == "success"
+    assert first.tasks["dbt_test"] == "success"
+    assert second.tasks["dbt_test"] == "skipped"
+    assert not any(name.startswith(("unique_", "relationships_")) for name in second.ran)
+    assert third.tasks["dbt_test"] == "success"
+    assert third.built == {"stg_orders", "fct_orders", "customer_revenue"} | ALWAYS_BUILT
+    tests_run = {name for name in third.ran if name.startswith(("unique_", "relationships_"))}
+    assert tests_run == {
+        "unique_stg_orders_order_id",
+        "relationships_stg_orders_customer_id__customer_id__ref_stg_customers_",
+    }
+    assert third.reasons["unique_stg_customers_customer_id"] == "not run: stg_customers not rebuilt"

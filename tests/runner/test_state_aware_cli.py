@@ -1,13 +1,13 @@
 """``dbtflow run --state-aware`` and slim CI (``--target ci --defer-to DAG_ID``), on DuckDB and PostgreSQL.
 
-One module-scoped sequence of four commands on the small project with sources
+One module-scoped sequence of five commands on the small project with sources
 (``tests/fixtures/state_aware_shop``), with a production target (schema ``main``) and a CI target
 (schema ``ci``) on one DuckDB file, serves the DuckDB checks (CI time: each ``dbtflow run`` starts
 Airflow):
 
 1. production, state-aware: builds everything (and keeps its manifest for deferral);
 2. production again, nothing changed: every model is left out but the one whose source has no
-   load time, and the command exits 0;
+   load time, and the command exits 0; then with ``--full-refresh``: everything is built;
 3. slim CI with nothing modified: one line says so, exit 0, no DAG run;
 4. after an edit of ``fct_orders``, slim CI: only ``fct_orders`` and its downstream are built, in
    ``ci``, reading their unchanged parents from ``main`` (nothing else exists in ``ci``).
@@ -120,6 +120,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> Runs:
     prod = ["run", str(project), "--state-aware", "--dag-id", "shop_prod"]
     ci = ["run", str(project), "--target", "ci", "--defer-to", "shop_prod"]
     steps = {"first": _run(tmp, "first", *prod, env=env), "second": _run(tmp, "second", *prod, env=env)}
+    steps["full_refresh"] = _run(tmp, "full_refresh", *prod, "--full-refresh", env=env)
     steps["unmodified"] = _run(tmp, "unmodified", *ci, env=env)
     _edit_fct_orders(project)
     steps["modified"] = _run(tmp, "modified", *ci, env=env)
@@ -145,6 +146,14 @@ def test_second_run_with_nothing_changed_skips_every_model_and_exits_0(runs: Run
         "regions",
     }
     assert second.tasks["stg_notes"] == "success"  # its source has no load time: always built
+
+
+def test_full_refresh_builds_every_model_again(runs: Runs) -> None:
+    """``--state-aware --full-refresh`` with nothing changed: every task runs and succeeds."""
+    full = runs.steps["full_refresh"]
+    assert full.done.returncode == 0, full.output
+    assert full.tasks and set(full.tasks.values()) == {"success"}
+    assert {"stg_orders", "fct_orders", "regions"} <= set(full.tasks)
 
 
 def test_slim_ci_with_nothing_modified_ends_cleanly(runs: Runs) -> None:
