@@ -19,6 +19,16 @@ from dbtflow import settings
 from dbtflow.files import write_atomic
 from dbtflow.settings import dbtflow_home
 
+#: How long a connection to the metadata database waits for SQLite's write lock before failing
+#: with "database is locked". Airflow passes SQLite no timeout, so Python's default of 5 s applied:
+#: under load, one write transaction over many task instances (a scheduling pass deferring 1000
+#: tasks; another ``dbtflow run`` in the same home) outlasted it, and the task that waited failed
+#: (a state-aware run's ``dbt_build`` could not record its start at N=1000).
+SQLITE_LOCK_WAIT_S = 120
+#: Airflow's ``[database] sql_alchemy_connect_args`` (and ``_async``) for the embedded home.
+SQLITE_CONNECT_ARGS: dict[str, object] = {"timeout": SQLITE_LOCK_WAIT_S}
+SQLITE_ASYNC_CONNECT_ARGS: dict[str, object] = {"timeout": SQLITE_LOCK_WAIT_S}
+
 
 @dataclass(frozen=True)
 class EmbeddedAirflow:
@@ -47,6 +57,8 @@ class EmbeddedAirflow:
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": f"{__name__}.SQLITE_CONNECT_ARGS",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": f"{__name__}.SQLITE_ASYNC_CONNECT_ARGS",
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.log_folder),
