@@ -180,12 +180,15 @@ def rebuilt_in_run(store: StateStore, graph: DbtGraph, dag_id: str, run_id: str)
 
 def record_unchanged(store: StateStore, task: TaskTry, plan: StateAwarePlan, nodes: Collection[str]) -> None:
     """Record a result ``unchanged`` (with its reason) for each of ``nodes`` the plan leaves out, so
-    their tasks end ``skipped`` saying why; under an invocation of ``task`` that claims no node."""
+    their tasks end ``skipped`` saying why; under an invocation of ``task`` that claims them until
+    each result is in. (Unclaimed, a streamed task whose node had no result yet saw its producer
+    alive and nobody building it, and built it alone: the N=1000 run with nothing changed built
+    its seed so. A node another live invocation holds is left to it.)"""
     left_out = [uid for uid in nodes if uid in plan.skipped]
     if not left_out:
         return
-    invocation_id, _ = store.start_invocation(task, [])
-    for uid in left_out:
+    invocation_id, claimed = store.start_invocation(task, left_out)
+    for uid in claimed:
         result = NodeResult(unique_id=uid, status=UNCHANGED, message=plan.skipped[uid])
         store.record_result(invocation_id, task.dag_id, task.run_id, result, [plan.skipped[uid]])
     store.finish_invocation(invocation_id, InvocationState.SUCCESS)
