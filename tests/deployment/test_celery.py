@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dbtflow.monitoring.history import History
 from dbtflow.state.store import StateStore
-from dbtflow.testing.deployment import Celery, airflow_deployment
+from dbtflow.testing.deployment import PARSE_ONCE, Celery, airflow_deployment
 from postgres import create_role_and_database, ensure_local_server, psql
 
 from conftest import (
@@ -103,6 +103,7 @@ def test_celery_workers_recover_from_faults_retry_and_never_write_together(tmp_p
         source = DAG.format(project=str(project), dag_id=dag_id, extra=extra, retries=retries)
         (dags / f"{name}.py").write_text(source)
     env = {
+        **PARSE_ONCE,
         "DBTFLOW_HOME": str(tmp_path / "scheduler-home"),
         "DBTFLOW_STATE_URL": state_url,
         "DBTFLOW_HISTORY_URL": state_url,

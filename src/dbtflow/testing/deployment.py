@@ -328,6 +328,13 @@ def airflow_deployment(
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = metadata_url
     if celery is not None:
         env = _celery_env(env, celery)
+    if not env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("sqlite"):
+        # Connect arguments from this process's environment (the embedded Airflow's, for SQLite:
+        # psycopg2 refuses its "timeout") are not for this database.
+        for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+            key = f"AIRFLOW__DATABASE__{key}"
+            if key not in extra_env:
+                env.pop(key, None)
     home.mkdir(parents=True, exist_ok=True)
     deployment = Deployment(home=home, env=env, command=command, api_url=f"http://127.0.0.1:{port}")
     deployment.airflow("db", "migrate", timeout=300)
