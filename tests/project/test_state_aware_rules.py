@@ -192,3 +192,35 @@ def test_never_built_and_upstream_rebuilt_since_are_built(measured: tuple[dict[s
     plan = plan_state_aware(graph, selection, codes, last, dict.fromkeys(graph.sources, LOADED), latest)
     assert plan.built["model.library.loans_by_month"] == "upstream calendar_months was rebuilt after run r1"
     assert calendar not in plan.built and calendar not in plan.skipped
+
+
+def test_a_task_deciding_for_its_own_nodes_knows_what_the_run_rebuilt(
+    measured: tuple[dict[str, Any], DbtGraph],
+) -> None:
+    """per_task: one task's nodes only, with ``rebuilt`` (what the run's other tasks built). A
+    model whose parent was rebuilt in this run is built; a test whose models are all outside the
+    task runs only when one of them was rebuilt."""
+    document, graph = measured
+    codes = fingerprints(document, [n.unique_id for n in graph.buildable()])
+    last = _built_before(graph, codes)
+    latest = {uid: b.built_at for uid, b in last.items()}
+    marks = dict.fromkeys(graph.sources, LOADED)
+    fct = "model.library.fct_loans"
+    parent = graph.build_parents(fct)[0]
+
+    def plan(nodes: list[str], rebuilt: set[str]) -> StateAwarePlan:
+        return plan_state_aware(graph, nodes, codes, last, marks, latest, rebuilt)
+
+    assert fct in plan([fct], set()).skipped
+    rebuilt = plan([fct], {parent})
+    assert rebuilt.built[fct] == f"upstream {graph.nodes[parent].name} was rebuilt in this run"
+    tests_of_fct = [
+        uid
+        for uid, node in graph.nodes.items()
+        if node.resource_type == "test"
+        and graph.build_parents(uid) == (fct,)
+        and not graph.direct_sources(uid)
+    ]
+    assert tests_of_fct
+    assert set(plan(tests_of_fct, set()).skipped) == set(tests_of_fct)
+    assert not plan(tests_of_fct, {fct}).skipped
