@@ -29,7 +29,7 @@ from dbtflow.streaming.producer import claim_nodes, run_claimed_invocation
 from conftest import (
     AIRFLOW_HOME,
     FAIL_ONCE_SQL,
-    SLOW_SQL,
+    SLOW_WHILE_FLAGGED_SQL,
     STG_TRIPS_AND_DOWNSTREAM,
     built_since,
     history_of_run,
@@ -121,12 +121,14 @@ def test_task_retry_builds_the_failed_node_alone(
 def test_killed_dbt_process_fails_waiting_tasks_and_retries_complete_the_run(
     own_bikeshare: Path, airflow_db: Path, tmp_path: Path
 ) -> None:
-    (own_bikeshare / "models" / "marts" / "slow_model.sql").write_text(SLOW_SQL)
+    (own_bikeshare / "models" / "marts" / "slow_model.sql").write_text(SLOW_WHILE_FLAGGED_SQL)
     (own_bikeshare / "models" / "marts" / "after_slow.sql").write_text(
         "select n from {{ ref('slow_model') }}\n"
     )
     summary = tmp_path / "run.json"
-    env = {**os.environ}
+    slow_flag = tmp_path / "slow.flag"
+    slow_flag.touch()
+    env = {**os.environ, "SLOW_FLAG": str(slow_flag)}
     command = [
         sys.executable, "-m", "dbtflow.cli", "run", str(own_bikeshare), "--progress", "none",
         "--summary-json", str(summary), "--retries", "1", "--retry-delay", "0",
@@ -149,6 +151,7 @@ def test_killed_dbt_process_fails_waiting_tasks_and_retries_complete_the_run(
     assert engine_pid is not None, "the streamed invocation never got going"
     time.sleep(1.0)  # the slow model is running now
     os.kill(engine_pid, signal.SIGKILL)
+    slow_flag.unlink()  # its rebuild is quick
     output, _ = runner.communicate(timeout=300)
     elapsed = time.monotonic() - started
     assert runner.returncode == 0, output
