@@ -32,6 +32,9 @@ IDLE_TICK_S = 0.25
 #: Trigger events come in bursts (one reading of the run's feed ends every task whose node dbt
 #: finished since the last): the pass after one waits this long, so that the burst gets one pass.
 SETTLE_S = 0.05
+#: While the head-start dbt process works, passes are at least this far apart: nothing waits on
+#: them but the display (the tasks end in the triggerer), and each reads every task instance.
+BUSY_PASS_S = 0.5
 #: A scheduling pass runs at least this often even when nothing happened.
 IDLE_PASS_S = 1.0
 #: When a run is stopped, how long its task processes get to end before they are killed.
@@ -174,12 +177,13 @@ class LocalDagRun:
         """Schedule, dispatch and apply events until the DAG run ends.
 
         A scheduling pass (dependencies, dispatch, triggers) runs only when something happened (a
-        trigger fired: after ``SETTLE_S``; a worker ended: at once) or once a second; between
-        passes the loop only waits for events, so it leaves the CPU to dbt.
+        trigger fired: after ``SETTLE_S``, and ``BUSY_PASS_S`` after the last pass while the
+        head-start dbt runs; a worker ended: at once) or once a second; between passes the loop
+        only waits for events, so it leaves the CPU to dbt.
         """
         from airflow.models.trigger import Trigger
 
-        next_pass = 0.0
+        next_pass = last_pass = 0.0
         last_clean = time.monotonic()
         while True:
             events = self.triggerer.events()
@@ -192,7 +196,8 @@ class LocalDagRun:
                 session.commit()
             now = time.monotonic()
             if events:
-                next_pass = min(next_pass, now + SETTLE_S)
+                dbt_busy = self.forked_dbt is not None and self.forked_dbt.pid is not None
+                next_pass = min(next_pass, max(now + SETTLE_S, last_pass + BUSY_PASS_S * dbt_busy))
             for worker, code in self.pool.reap():
                 next_pass = now
                 if code != 0:
@@ -206,7 +211,7 @@ class LocalDagRun:
                 state = self._pass(session)
                 if state is not None:
                     return state
-                next_pass = now + IDLE_PASS_S
+                last_pass, next_pass = now, now + IDLE_PASS_S
             if now - last_clean > 5:
                 Trigger.clean_unused(session=session)
                 session.commit()
@@ -241,8 +246,7 @@ class LocalDagRun:
         return None
 
     def _states(self, session: Any) -> list[Any]:
-        """The run's task instances' states: rows with the fields ``_rows_of`` and
-        ``_to_start`` read."""
+        """The run's task instances' states, as rows of what ``_rows_of`` and ``_to_start`` read."""
         from airflow.models.taskinstance import TaskInstance as TI
         from sqlalchemy import select
 
@@ -282,8 +286,7 @@ class LocalDagRun:
         )
 
     def _api_ready(self) -> bool:
-        """Whether tasks can be forked: the Execution API is built (its build starts here if
-        needed; the pass after it ends launches them)."""
+        """Whether tasks can be forked (the Execution API's build starts here if needed)."""
         if self.api_warm_up is None:
             self.api_warm_up = BackgroundWarmUp(warm_up_execution_api)
         if not self.api_warm_up.done:
