@@ -71,10 +71,14 @@ class RunFeed:
         while +self.watched:
             nodes = frozenset(+self.watched)
             try:
+                # Task states first: node states read after them are at least as new. The other way
+                # round, a reading could hold node states from before dbt_build recorded a node and
+                # task states from after it ended, and a task with nothing upstream then built its
+                # node alone though dbt had built it (2 of 1000 models, 2026-12-03).
+                task_states = await self._task_states()
                 states = await asyncio.to_thread(
                     self.store.node_states, self.dag_id, self.run_id, None, self.producer_task_id
                 )
-                task_states = await self._task_states()
                 reading = StateReading(self.reading.version + 1, nodes, states, task_states=task_states)
             except Exception as exc:  # every subscriber sees the error, as if it had queried itself
                 reading = StateReading(self.reading.version + 1, nodes, self.reading.states, exc)
