@@ -1,14 +1,14 @@
 """Airflow assets for dbt relations: one asset event per node a DAG run built, with the build's facts.
 
-Who emits: a task that builds on a worker and succeeds (a streamed run's producer, a single or
+Who emits: a streamed node task emits its node's event when it ends in the triggerer
+(``dbtflow.airflow.node_assets``: Airflow itself registers events only from a task that succeeds
+on a worker, apache/airflow#49347); a task that builds on a worker and succeeds (a single or
 grouped build task) emits its own builds' events as its outlet events, through an ``AssetAlias``
 so that only the nodes it built get one. Everything else is left to ``DbtAssetsOperator``, a
-teardown at the end of the run: a streamed node task that builds alone ends in the triggerer
-(``TaskSuccessEvent``), and Airflow registers asset events only from a task that succeeds on a
-worker (the execution API's state update carries them; the triggerer's path does not,
-apache/airflow#49347); a failed task's events are dropped, though it built some nodes; dbt Cloud
-jobs run elsewhere. The teardown reads what each node did in this run from the run-time history
-(every pattern records it there) and emits one event per successful build not emitted yet
+teardown at the end of the run: a streamed node task that builds alone on a worker, a triggerer
+without dbtflow's handler, a failed task (Airflow drops its events, though it built some nodes),
+dbt Cloud jobs (they run elsewhere). The teardown reads what each node did in this run from the
+run-time history (every pattern records it there) and emits one event per successful build not emitted yet
 (``dbtflow.monitoring.asset_emissions``). It starts in the triggerer and ends there when nothing is
 owed, which is every run in which dbt succeeded: no worker start after dbt (about 6 s at 1000
 nodes, 2026-12-03) at the end of the run. It runs whether dbt succeeded or not, and Airflow leaves
@@ -232,12 +232,19 @@ def add_assets_task(
 ) -> DbtAssetsOperator:
     """The asset task after ``dbt_tasks`` (in the DAG or task group being defined), as a teardown."""
     task = DbtAssetsOperator(task_id="dbt_assets", project=project, state_url=state_url)
+    dbt_tasks = list(dbt_tasks)
+    alias = own_alias(task)
+    # Streamed node tasks emit their node's event when they end in the triggerer
+    # (dbtflow.airflow.node_assets), so their run's producer emits none.
+    streamed = [t for t in dbt_tasks if getattr(t, "streamed", False)]
+    for node_task in streamed:
+        node_task.asset_alias = alias.name if alias is not None else None
     for upstream in dbt_tasks:
         # `upstream >> task` hashes the whole DAG per edge (see dbtflow.airflow.dag._link).
         upstream.downstream_task_ids.add(task.node_id)
         task.upstream_task_ids.add(upstream.node_id)
         # The tasks that build on a worker emit their own builds' events when they succeed.
-        if getattr(upstream, "emits_own_assets", False):
+        if getattr(upstream, "emits_own_assets", False) and not streamed:
             upstream.outlets = [
                 *upstream.outlets,
                 AssetAlias(name=alias_name(upstream.dag_id, upstream.task_id)),

@@ -80,6 +80,9 @@ class DbtNodeOperator(DbtOperatorBase):
         self.state_aware = state_aware and not streamed
         self.producer_task_id = producer_task_id
         self.poll_interval = poll_interval
+        #: The run's asset alias when the task emits its node's asset event from the triggerer
+        #: (set by ``dbtflow.airflow.assets.add_assets_task``).
+        self.asset_alias: str | None = None
         if streamed:
             self.start_from_trigger = True
 
@@ -97,6 +100,7 @@ class DbtNodeOperator(DbtOperatorBase):
                 "state_url": self.state_url,
                 "poll_interval": self.poll_interval,
                 "upstream": sorted(self.upstream_task_ids),
+                "asset_alias": self.asset_alias,
             },
             next_method="execute_complete",
             # A streamed task waits from the start of the run: its execution_timeout bounds its

@@ -4,7 +4,7 @@ Airflow finds it through the ``apache_airflow_provider`` entry point in ``pyproj
 Airflow command reads it before it runs, which makes it the one place dbtflow's code runs in the
 ``airflow triggerer`` process itself: there it installs
 ``triggerer_cache.install_in_supervisor``, ``trigger_workloads``, the ``upstream_failed``
-handler and ``success_callbacks``.
+and ``node_assets`` handlers and ``success_callbacks``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,19 @@ from dbtflow import __version__
 
 
 def get_provider_info() -> dict[str, Any]:
-    from dbtflow.airflow import success_callbacks, trigger_workloads, triggerer_cache, upstream_failed
+    from dbtflow.airflow import (
+        node_assets,
+        success_callbacks,
+        trigger_workloads,
+        triggerer_cache,
+        upstream_failed,
+    )
 
     triggerer_cache.install_in_supervisor()
     trigger_workloads.install_in_triggerer()
     upstream_failed.install_in_triggerer()
     success_callbacks.install_in_triggerer()
+    node_assets.install_in_triggerer()
     return {
         "package-name": "dbtflow",
         "name": "dbtflow",

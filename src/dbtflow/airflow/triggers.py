@@ -25,7 +25,7 @@ from airflow.triggers.base import (
     TriggerEvent,
 )
 
-from dbtflow.airflow import triggerer_cache
+from dbtflow.airflow import node_assets, triggerer_cache
 from dbtflow.airflow.publish import end_event
 from dbtflow.airflow.task_states import read_task_states
 from dbtflow.airflow.upstream_failed import upstream_failed_event
@@ -33,6 +33,7 @@ from dbtflow.monitoring.asset_emissions import unemitted_builds
 from dbtflow.monitoring.history import History
 from dbtflow.project.task_results import TaskResults, failed_nodes
 from dbtflow.state.invocations import InvocationInfo, InvocationState
+from dbtflow.state.results import StoredResult
 from dbtflow.state.store import StateStore
 from dbtflow.streaming.consumer import Action, Decision, Upstream, Watch, decide_from
 from dbtflow.streaming.feed import RunFeed, run_feed
@@ -75,10 +76,13 @@ class NodeResultTrigger(BaseTrigger):
         dag_id: str | None = None,
         run_id: str | None = None,
         try_number: int | None = None,
+        asset_alias: str | None = None,
     ) -> None:
         super().__init__()
         self.nodes = list(nodes)
         self.main_node = main_node
+        #: The run's asset alias: the task emits its node's asset event when it ends here.
+        self.asset_alias = asset_alias
         self.producer_task_id = producer_task_id
         self.state_url = state_url
         self.poll_interval = poll_interval
@@ -102,11 +106,35 @@ class NodeResultTrigger(BaseTrigger):
                 "dag_id": self.dag_id,
                 "run_id": self.run_id,
                 "try_number": self.try_number,
+                "asset_alias": self.asset_alias,
             },
         )
 
     def _identity(self) -> tuple[str, str, int]:
         return _identity(self, self.dag_id, self.run_id, self.try_number)
+
+    async def _with_assets(
+        self, event: TriggerEvent, store: StateStore, results: list[StoredResult], try_number: int
+    ) -> TriggerEvent:
+        """``event`` carrying the asset events of the nodes it reports built (``node_assets``)."""
+        if not self.asset_alias or not isinstance(event, TaskSuccessEvent) or not node_assets.supported():
+            return event
+        dag_id, run_id, _ = self._identity()
+        ids = [r.result.unique_id for r in results]
+        uris = await asyncio.to_thread(store.relations_of, dag_id, run_id, ids)
+        ti = self.task_instance
+        facts = {
+            "dag_id": dag_id,
+            "run_id": run_id,
+            "task_id": getattr(ti, "task_id", None),
+            "try_number": try_number,
+        }
+        invocations = {r.result.unique_id: r.invocation_id for r in results}
+        events = node_assets.asset_events([r.result for r in results], uris, facts, invocations)
+        if events:
+            carried: Any = {"events": events, "alias": self.asset_alias}
+            event.xcoms = {**(event.xcoms or {}), node_assets.MARKER: carried}
+        return event
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         dag_id, run_id, try_number = self._identity()
@@ -160,7 +188,8 @@ class NodeResultTrigger(BaseTrigger):
                         self.log.info("%s", "\n".join(stored.log))
                 results = decision.node_results
                 failure = failed_nodes(results, heading="dbt reported failures:")
-                return end_event(TaskResults.of(results, failure=failure), self.log, table=False)
+                ended = end_event(TaskResults.of(results, failure=failure), self.log, table=False)
+                return await self._with_assets(ended, store, list(decision.results), try_number)
             if decision.action is Action.SKIP:
                 if not self.end_task:
                     return TriggerEvent({"action": Action.SKIP.value, "message": decision.message})

@@ -1,12 +1,12 @@
 """Which builds of a DAG run still owe their Airflow asset event.
 
-Each successful build of a model, seed or snapshot gets one asset event. A task that built nodes
-on a worker and succeeded emits them itself, as its outlet events (the producer of a streamed
-run, a single or grouped build task): they reach Airflow with the task's success, when dbt is
-done, and the run's ``dbt_assets`` teardown then has nothing left to do, so it ends in the
-triggerer without a worker (``dbtflow.airflow.assets``). What no task could emit (a failed task's
-outlet events are dropped by Airflow; streamed node tasks end in the triggerer, whose events carry
-none, apache/airflow#49347) is left to the teardown. The history rows are the builds; a row is
+Each successful build of a model, seed or snapshot gets one asset event. A streamed node task
+emits its node's as it ends in the triggerer (``dbtflow.airflow.node_assets``); a single or grouped
+build task that succeeded on a worker emits its builds' as its outlet events, when dbt is done.
+The run's ``dbt_assets`` teardown then has nothing left to do, so it ends in the triggerer without
+a worker (``dbtflow.airflow.assets``). What no task could emit (a failed task's outlet events are
+dropped by Airflow; a triggerer without dbtflow's handler registers none for the tasks it ends,
+apache/airflow#49347) is left to the teardown. The history rows are the builds; a row is
 emitted once, whoever emits it.
 """
 
@@ -58,3 +58,25 @@ def mark_emitted(
     if rows:
         with history.engine.begin() as conn:
             conn.execute(asset_emissions.insert(), rows)
+
+
+def mark_nodes_emitted(
+    history: History, dag_id: str, run_id: str, task_id: str, unique_ids: Iterable[str]
+) -> None:
+    """Record that the newest successful builds of these nodes in the run had their events (from
+    ``task_id``, a node task ending in the triggerer: ``dbtflow.airflow.node_assets``)."""
+    wanted = sorted(set(unique_ids))
+    if not wanted:
+        return
+    query = sa.select(node_runs.c.id, node_runs.c.unique_id, node_runs.c.status).where(
+        node_runs.c.dag_id == dag_id, node_runs.c.run_id == run_id, node_runs.c.unique_id.in_(wanted)
+    )
+    with history.engine.connect() as conn:
+        newest = {row.unique_id: row for row in conn.execute(query.order_by(node_runs.c.id))}
+    mark_emitted(
+        history,
+        dag_id,
+        run_id,
+        task_id,
+        [row.id for row in newest.values() if row.status == NodeStatus.SUCCESS],
+    )

@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from dbtflow.airflow import success_callbacks, upstream_failed
+from dbtflow.airflow import node_assets, success_callbacks, upstream_failed
 from dbtflow.airflow.lineage import stop_listeners
 from dbtflow.airflow.task_states import database_reader, use_reader
 from dbtflow.runner.display import FINISHED, RunDisplay, TaskRow
@@ -133,10 +133,10 @@ class LocalDagRun:
         self.triggerer = InlineTriggerer()
         # Streamed node tasks read their run's task states; in this process, from the database.
         use_reader(database_reader)
-        # ...and their upstream tasks' failure ends them upstream_failed, as in Airflow's triggerer.
+        # Trigger events end tasks as in a triggerer with dbtflow's handlers (see each module).
         upstream_failed.install()
-        # ...and a success they end writes no callback request (Airflow 3.3 ignores it).
         success_callbacks.install()
+        node_assets.install()
         self._render_log = log_filename_template_renderer()
         self.pool = WorkerPool(dag, concurrency, self.log_path)
         # Done once in this process before the first task is forked: Airflow's in-process

@@ -12,6 +12,7 @@ triggerers).
 - ``task_try``: the task try that owns an invocation or an artifact;
 - ``invocations``: registered invocations, their heartbeats and liveness, and who writes a DAG;
 - ``claims``: which invocation builds each node; ``results``: node results and who reported them;
+- ``relations``: the asset URIs of the nodes a run builds, for node tasks that emit from the triggerer;
 - ``try_artifacts``: each try's ``run_results.json``; ``retention``: the daily pruning;
 - ``store``: ``StateStore``, all of them for one database URL.
 """

@@ -13,6 +13,7 @@ from dbtflow.state.schema import (
     claims,
     invocations,
     maintenance,
+    relations,
     results,
     run_locks,
     try_artifacts,
@@ -60,6 +61,7 @@ class Retention:
         statements = {
             "results": results.delete().where(results.c.recorded_at < before),
             "try_artifacts": try_artifacts.delete().where(try_artifacts.c.saved_at < before),
+            "relations": relations.delete().where(relations.c.recorded_at < before),
             "claims": claims.delete().where(claims.c.invocation_id.in_(gone)),
             "writers": writers.delete().where(writers.c.invocation_id.in_(gone)),
             "invocations": invocations.delete().where(invocations.c.heartbeat_at < before),

@@ -9,6 +9,8 @@
   task try consumed it (a retry never reuses the result its previous try already reported).
 - ``try_artifacts``: the ``run_results.json`` each try of a single or grouped build task left, for
   its next try's ``dbt retry`` on whichever worker that try lands.
+- ``relations``: the warehouse relation (asset URIs) of each node a run's invocation builds, for
+  the node tasks that emit their own asset events from the triggerer (``dbtflow.airflow.node_assets``).
 - ``maintenance`` and ``run_locks``: when the store was last pruned, and a row per DAG run (and
   per DAG) that serializes claim changes.
 
@@ -78,6 +80,17 @@ try_artifacts = sa.Table(
     sa.Column("try_number", sa.Integer, primary_key=True),
     sa.Column("document", sa.Text, nullable=False),
     sa.Column("saved_at", sa.Float, nullable=False),
+)
+relations = sa.Table(
+    "dbtflow_relations",
+    metadata,
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("run_id", sa.String(250), primary_key=True),
+    sa.Column("unique_id", sa.String(500), primary_key=True),
+    #: The OpenLineage-named URI, and Airflow's own form of it (where a provider refuses the first).
+    sa.Column("uri", sa.Text, nullable=False),
+    sa.Column("airflow_uri", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.Float, nullable=False),
 )
 maintenance = sa.Table(
     "dbtflow_maintenance",

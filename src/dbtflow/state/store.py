@@ -1,8 +1,8 @@
 """``StateStore``: the state database at one URL, with every concern's queries.
 
 Each concern is a module of this package (``invocations``, ``claims``, ``results``,
-``try_artifacts``, ``retention``; see the package docstring); this class puts them together over
-one engine (``dbtflow.state.engine``), so that a caller holds one object per database.
+``relations``, ``try_artifacts``, ``retention``; see the package docstring); this class puts
+them together over one engine (``dbtflow.state.engine``), so that a caller holds one object per database.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dbtflow.settings import dbtflow_home, state_url
 from dbtflow.state.claims import Claims
 from dbtflow.state.engine import Pooling, sql_engine
 from dbtflow.state.invocations import Invocations
+from dbtflow.state.relations import Relations
 from dbtflow.state.results import Results
 from dbtflow.state.retention import Retention
 from dbtflow.state.schema import metadata
@@ -30,7 +31,7 @@ def default_url() -> str:
     return f"sqlite:///{home / 'state.db'}"
 
 
-class StateStore(Invocations, Claims, Results, TryArtifacts, Retention):
+class StateStore(Invocations, Claims, Results, Relations, TryArtifacts, Retention):
     """Access to the shared state for one database URL."""
 
     def __init__(self, url: str | None = None) -> None:

@@ -23,16 +23,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from dbtflow.errors import DbtflowError
 from dbtflow.project.config import DbtProject
 from dbtflow.project.event_time import EventTimeWindow
 from dbtflow.project.events import DbtEvent
 from dbtflow.project.graph import DbtGraph
 from dbtflow.project.invoke import DbtRun, run_dbt
+from dbtflow.project.relations import relation_of, warehouse_of
 from dbtflow.project.results import NodeResult
 from dbtflow.project.selection import exact_selection, exact_selectors
 from dbtflow.state.invocations import HEARTBEAT_EVERY_S, InvocationState
 from dbtflow.state.store import StateStore
 from dbtflow.state.task_try import TaskTry
+
+#: The node kinds whose builds get an asset event (as ``monitoring.asset_emissions`` counts them).
+ASSET_NODE_TYPES = ("model", "seed", "snapshot")
 
 #: Node log lines kept per node (the newest ones when a node logs more).
 MAX_NODE_LOG_LINES = 500
@@ -112,20 +117,21 @@ class _Recorder:
                 batch.append(self.queue.get_nowait())
             if None in batch:
                 done = True
+            items = [item for item in batch if item is not None]
             results = []
-            for item in batch:
-                if item is None:
-                    continue
-                result, lines = item
+            for result, _ in items:
+                if result.unique_id not in self.in_history:  # dbt reports some skips twice
+                    self.in_history.add(result.unique_id)
+                    results.append(result)
+            # The history first: a node task that sees its result in the store may emit its
+            # asset event and mark the build's history row emitted (dbtflow.airflow.node_assets).
+            if results:
+                _pass_on(self.on_results, results)
+            for result, lines in items:
                 self.store.record_result(
                     self.invocation_id, self.task.dag_id, self.task.run_id, result, lines
                 )
                 self.recorded.append(result)
-                if result.unique_id not in self.in_history:  # dbt reports some skips twice
-                    self.in_history.add(result.unique_id)
-                    results.append(result)
-            if results:
-                _pass_on(self.on_results, results)
 
     def close(self) -> None:
         self.queue.put(None)
@@ -260,6 +266,7 @@ def run_invocation(
     state = InvocationState.FAILED
     error: str | None = "dbtflow stopped before dbt finished"
     try:
+        _record_relations(project, graph, store, outcome)
         wait_for_other_runs(store, task, invocation_id)
         outcome.run = run_dbt(
             project,
@@ -280,6 +287,29 @@ def run_invocation(
         _record_missing(store, task, invocation_id, outcome, recorder.recorded, graph, on_results)
         store.finish_invocation(invocation_id, state, error)
     return outcome
+
+
+def _record_relations(
+    project: DbtProject, graph: DbtGraph, store: StateStore, outcome: ClaimedInvocation
+) -> None:
+    """Record the asset URIs of the claimed nodes that have a relation, for their tasks (see
+    ``dbtflow.state.relations``). A project whose relations cannot be named records none; the
+    run's asset task then says why."""
+    try:
+        warehouse = warehouse_of(project)
+    except DbtflowError:
+        return
+    uris = {}
+    for uid in outcome.claimed:
+        node = graph.nodes.get(uid)
+        relation = (
+            None
+            if node is None or node.resource_type not in ASSET_NODE_TYPES
+            else relation_of(warehouse, node)
+        )
+        if relation is not None:
+            uris[uid] = (relation.uri, relation.airflow_uri)
+    store.record_relations(outcome.task.dag_id, outcome.task.run_id, uris)
 
 
 def _is_ephemeral(graph: DbtGraph, result: NodeResult) -> bool:

@@ -1,0 +1,159 @@
+"""A streamed node task that ends in the triggerer emits its node's asset event there.
+
+Airflow registers a task's asset events only from a task that succeeds on a worker (the execution
+API's state update carries them); a task that a trigger ends gets none (apache/airflow#49347). So
+a streamed run's events came from its ``dbt_build`` task's success, all at once after dbt: at 500
+nodes Airflow's registration of 500 events through an alias (about seven queries each) took the
+api-server over 30 s, the worker's state update timed out and was retried, and the run ended
+36-56 s after dbt (2026-12-03, PostgreSQL metadata). Now each node task's trigger puts its node's
+event in its ``TaskSuccessEvent`` (under ``MARKER``, never pushed as an XCom), and this module's
+handler, registered for ``TaskSuccessEvent`` on Airflow's ``handle_event_submit``, registers it in
+the same transaction that ends the task, as the task's own event: the events are spread over the
+run, and the one who built a node emits its event. The build is marked emitted in the run-time
+history, so the run's ``dbt_assets`` teardown (which emits what no task could) ends without a
+worker.
+
+- **Airflow internals:** ``airflow.models.trigger.handle_event_submit`` (a ``functools.singledispatch``
+  function) and its ``BaseTaskEndEvent`` handler; ``AssetManager.register_asset_change`` and
+  ``AssetModel.from_serialized`` (used as Airflow's own alias path in
+  ``TaskInstance.register_asset_changes_in_db`` uses them), apache-airflow-core 3.3 (3.3.2 read).
+  Installed in ``airflow triggerer`` processes (through dbtflow's provider information) and in
+  ``dbtflow run``'s loop; ``tests/airflow/test_node_assets.py`` fails when they change.
+- **Where it is not installed**, the trigger sees that and leaves the event to the teardown (on a
+  worker, after dbt), as before.
+- **Remove it when** Airflow registers the asset events of a task ended by a trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from dbtflow.airflow.after_import import after_import
+from dbtflow.monitoring.asset_emissions import mark_nodes_emitted
+from dbtflow.monitoring.history import History
+from dbtflow.project.results import NodeResult
+
+TRIGGER_MODULE = "airflow.models.trigger"
+#: The XCom key of a ``TaskSuccessEvent`` that carries its task's asset events; never pushed.
+MARKER = "__dbtflow_asset_events__"
+log = logging.getLogger(__name__)
+
+
+def supported() -> bool:
+    """Whether this process (or the supervisor it was forked from) registers the marked events."""
+    from airflow.triggers.base import TaskSuccessEvent
+
+    module = sys.modules.get(TRIGGER_MODULE)
+    dispatch = getattr(module, "handle_event_submit", None)
+    registry = getattr(dispatch, "registry", {})
+    return getattr(registry.get(TaskSuccessEvent), "dbtflow_node_assets", False)
+
+
+def asset_events(
+    results: Sequence[NodeResult],
+    uris: Mapping[str, tuple[str, str]],
+    facts: Mapping[str, Any],
+    invocations: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """The events of the nodes built successfully that have a relation: name, URI and extra (the
+    facts of the build, as ``dbtflow.airflow.assets.emit_builds`` gives them)."""
+    from airflow.sdk import Asset
+
+    events = []
+    for result in results:
+        if result.status != "success" or result.unique_id not in uris:
+            continue
+        uri, airflow_uri = uris[result.unique_id]
+        try:  # as dbtflow.airflow.assets.node_asset names it
+            asset = Asset(uri=uri)
+        except ValueError:
+            asset = Asset(uri=airflow_uri)
+        extra: dict[str, Any] = {
+            "unique_id": result.unique_id,
+            "status": result.status,
+            "execution_time_s": round(float(result.execution_time or 0.0), 3),
+            "invocation_id": invocations.get(result.unique_id),
+            **facts,
+        }
+        if result.rows_affected is not None:
+            extra["rows_affected"] = int(result.rows_affected)
+        events.append({"name": asset.name, "uri": asset.uri, "extra": extra})
+    return events
+
+
+def install() -> None:
+    """Register the handler (now, or when Airflow imports ``airflow.models.trigger``)."""
+    after_import(TRIGGER_MODULE, _register)
+
+
+def install_in_triggerer() -> None:
+    """``install`` in an ``airflow triggerer`` process only (called from the provider information)."""
+    if sys.argv[1:2] == ["triggerer"]:
+        install()
+
+
+def _register(module: ModuleType) -> None:
+    from airflow.triggers.base import BaseTaskEndEvent, TaskSuccessEvent
+
+    dispatch = module.handle_event_submit
+    if getattr(dispatch.registry.get(TaskSuccessEvent), "dbtflow_node_assets", False):
+        return
+    airflows_own = dispatch.dispatch(BaseTaskEndEvent)
+
+    def submit(event: TaskSuccessEvent, *, task_instance: Any, session: Any) -> None:
+        carried: Any = (event.xcoms or {}).pop(MARKER, None)
+        airflows_own(event, task_instance=task_instance, session=session)
+        if carried:
+            _register_events(carried["events"], carried.get("alias"), task_instance, session)
+
+    submit.dbtflow_node_assets = True  # type: ignore[attr-defined]
+    dispatch.register(TaskSuccessEvent, submit)
+
+
+def _register_events(events: list[dict[str, Any]], alias: str | None, ti: Any, session: Any) -> None:
+    """Register the events as ``ti``'s, as Airflow registers a task's events through an alias,
+    and mark the builds emitted. A failure is logged: the teardown then emits them."""
+    from airflow.assets.manager import asset_manager
+    from airflow.serialization.definitions.assets import SerializedAsset
+
+    try:
+        for item in events:
+            asset = SerializedAsset(name=item["name"], uri=item["uri"], group="asset", extra={}, watchers=[])
+            _ensure_active(asset, session)
+            asset_manager.register_asset_change(
+                task_instance=ti,
+                asset=asset,
+                source_alias_names=[alias] if alias else [],
+                extra=item["extra"],
+                session=session,
+            )
+        mark_nodes_emitted(
+            History(), ti.dag_id, ti.run_id, ti.task_id, [item["extra"]["unique_id"] for item in events]
+        )
+    except Exception:
+        log.exception(
+            "dbtflow: could not register the asset events of %s; the run's dbt_assets emits them", ti
+        )
+
+
+def _ensure_active(asset: Any, session: Any) -> None:
+    """Create the asset's model (as Airflow does for an alias's new asset) and mark it active
+    (as the dag-processor does for a declared one), so that its event is registered quietly."""
+    from airflow.models.asset import AssetActive, AssetModel
+    from sqlalchemy import or_, select
+
+    model = session.scalar(
+        select(AssetModel).where(AssetModel.name == asset.name, AssetModel.uri == asset.uri)
+    )
+    if model is None:
+        model = AssetModel.from_serialized(asset)
+        session.add(model)
+        session.flush()
+    active = select(AssetActive).where(or_(AssetActive.name == asset.name, AssetActive.uri == asset.uri))
+    if session.scalar(active) is None:
+        session.add(AssetActive.for_asset(model))
+        session.flush()

@@ -1,0 +1,101 @@
+"""Streamed node tasks emit their node's asset event when they end in the triggerer.
+
+End to end with a real ``dbtflow run`` (its loop handles trigger events as Airflow's triggerer
+does; ``tests/deployment/test_scheduler.py`` checks a real triggerer); the rest pins the Airflow
+internals ``dbtflow.airflow.node_assets`` depends on, so that an upgrade that moves them fails here."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from airflow.triggers.base import BaseTaskEndEvent, TaskSuccessEvent
+
+from dbtflow.airflow import node_assets
+from dbtflow.monitoring.history import History, asset_emissions
+
+from conftest import run_cli
+
+#: The example's models, seeds and snapshot that `dbt build` materializes (ephemeral left out).
+BUILT = 12
+
+
+def test_the_marked_event_crosses_the_trigger_runners_boundary() -> None:
+    from airflow.jobs.triggerer_job_runner import TriggerEventEntry, TriggerRunnerSupervisor, messages
+
+    carried = {"events": [{"name": "a", "uri": "duckdb:///w/db.main.a", "extra": {"unique_id": "m"}}]}
+    event = TaskSuccessEvent(xcoms={"return_value": {"n": 1}, node_assets.MARKER: carried})
+    sent = messages.TriggerStateChanges(events=[TriggerEventEntry(1, event, None)])
+    received = TriggerRunnerSupervisor.decoder.validate_python(sent.model_dump())
+    decoded = received.events[0].event
+    assert isinstance(decoded, TaskSuccessEvent)
+    assert decoded.xcoms == {"return_value": {"n": 1}, node_assets.MARKER: carried}
+
+
+def test_the_handler_is_registered_beside_airflows_own() -> None:
+    from airflow.assets.manager import AssetManager
+    from airflow.models import trigger
+
+    node_assets.install()
+    assert node_assets.supported()
+    ours = trigger.handle_event_submit.dispatch(TaskSuccessEvent)
+    airflows = trigger.handle_event_submit.dispatch(BaseTaskEndEvent)
+    assert getattr(ours, "dbtflow_node_assets", False) and airflows is not ours
+    # Airflow's handler pushes the event's XComs (ours takes the marker out first).
+    assert "task_instance.xcom_push(key=key, value=value)" in inspect.getsource(airflows)
+    wanted = {"task_instance", "asset", "source_alias_names", "extra", "session"}
+    assert wanted <= set(inspect.signature(AssetManager.register_asset_change).parameters)
+
+
+def test_the_triggerer_command_registers_it_when_airflow_imports_its_models() -> None:
+    script = (
+        "import sys; sys.argv = ['airflow', 'triggerer'];"
+        "from airflow.cli import cli_parser; cli_parser.get_parser();"
+        "import airflow.jobs.triggerer_job_runner;"
+        "from dbtflow.airflow import node_assets; print(node_assets.supported())"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.usefixtures("warehouse")
+def test_each_node_task_emits_its_nodes_event(bikeshare_dir: Path, airflow_db: Path) -> None:
+    dag_id = "node_assets_run"
+    done = run_cli("run", str(bikeshare_dir), "--progress", "none", "--assets", "--dag-id", dag_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "cannot create asset event" not in done.stdout + done.stderr
+    with sqlite3.connect(airflow_db) as con:
+        run_id = con.execute(
+            "select run_id from dag_run where dag_id = ? order by id desc limit 1", (dag_id,)
+        ).fetchone()[0]
+        events = con.execute(
+            "select source_task_id, extra from asset_event where source_dag_id = ? and source_run_id = ?",
+            (dag_id, run_id),
+        ).fetchall()
+        states = dict(
+            con.execute(
+                "select task_id, state from task_instance where dag_id = ? and run_id = ?", (dag_id, run_id)
+            ).fetchall()
+        )
+    assert len(events) == BUILT, events
+    for source, extra in events:
+        facts = json.loads(extra)
+        # The task that reported the node emitted it, with the build's facts.
+        assert facts["unique_id"].rsplit(".", 1)[1] == source == facts["task_id"], facts
+        assert facts["status"] == "success" and facts["execution_time_s"] >= 0, facts
+        assert (facts["dag_id"], facts["run_id"]) == (dag_id, run_id) and facts["invocation_id"], facts
+    # Nothing was left to the teardown: it ended in the triggerer with nothing owed.
+    assert states["dbt_assets"] == "success"
+    with History().engine.connect() as conn:
+        marked = conn.execute(
+            asset_emissions.select().where(
+                asset_emissions.c.dag_id == dag_id, asset_emissions.c.run_id == run_id
+            )
+        ).fetchall()
+    assert sorted(row.task_id for row in marked) == sorted(source for source, _ in events)
