@@ -32,6 +32,7 @@ import httpx
 import pytest
 
 from dbtflow import DbtProject, model_asset
+from dbtflow.airflow.lineage import stop_listeners
 from dbtflow.monitoring.plots import STATUS_CLASSES
 from dbtflow.project.manifest import load_graph
 from dbtflow.runner.ui import free_port_or
@@ -190,6 +191,10 @@ def split(ui: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Itera
             dag_id: str(load_dag(path, dag_id).test().state) for dag_id in ("split_staging", "split_marts")
         }
         assert states == {"split_staging": "success", "split_marts": "success"}, states
+        # The OpenLineage listener (enabled by an earlier test of this worker) sends a run's last
+        # event from a process pool forked from this process, holding the browser driver's pipe
+        # open: closing Playwright then waited for the pool's process (600 s, 2026-12-03).
+        stop_listeners(None)
         yield {"project": DbtProject(project)}
 
 
