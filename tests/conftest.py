@@ -87,6 +87,33 @@ def _fresh_dag_id_owners() -> None:
         record.unlink(missing_ok=True)
 
 
+def _remove_dag_files_made_since(before: set[Path]) -> None:
+    for path in set(AIRFLOW_HOME.dags_folder.glob("*.py")) - before:
+        path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_dag_files() -> Iterator[None]:
+    """Remove the DAG files a test module left in the shared dags folder (``dbtflow run`` writes
+    one per project it runs) when the module ends.
+
+    Airflow 3.3's ``dag.test()`` parses the whole dags folder before it runs (``sync_bag_to_db``),
+    and a file whose project no longer parses (its warehouse variable was set by the test that
+    ran it) costs a failed ``dbt parse`` each time: left behind, they made each ``dag.test()``
+    late in a worker cost minutes (a 14 s fixture took 149 s in the full suite, 2026-12-03)."""
+    before = set(AIRFLOW_HOME.dags_folder.glob("*.py"))
+    yield
+    _remove_dag_files_made_since(before)
+
+
+@pytest.fixture(autouse=True)
+def _test_dag_files(_module_dag_files: None) -> Iterator[None]:
+    """The same for one test: what its own body wrote (its module's fixtures keep theirs)."""
+    before = set(AIRFLOW_HOME.dags_folder.glob("*.py"))
+    yield
+    _remove_dag_files_made_since(before)
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """The embedded Airflow's metadata database, created once per session."""

@@ -187,15 +187,19 @@ def split(ui: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Itera
         profiles.read_text().replace("{{ env_var('BIKESHARE_DUCKDB', 'bikeshare.duckdb') }}", warehouse)
     )
     with dag_file("split_project", SPLIT.format(project=str(project))) as path:
-        states = {
-            dag_id: str(load_dag(path, dag_id).test().state) for dag_id in ("split_staging", "split_marts")
-        }
+        runs = {dag_id: load_dag(path, dag_id).test() for dag_id in ("split_staging", "split_marts")}
+        states = {dag_id: str(run.state) for dag_id, run in runs.items()}
         assert states == {"split_staging": "success", "split_marts": "success"}, states
+        # What each run did, for the assertions' messages: its tasks' states and tries.
+        tasks = {
+            dag_id: {ti.task_id: (str(ti.state), ti.try_number) for ti in run.get_task_instances()}
+            for dag_id, run in runs.items()
+        }
         # The OpenLineage listener (enabled by an earlier test of this worker) sends a run's last
         # event from a process pool forked from this process, holding the browser driver's pipe
         # open: closing Playwright then waited for the pool's process (600 s, 2026-12-03).
         stop_listeners(None)
-        yield {"project": DbtProject(project)}
+        yield {"project": DbtProject(project), "tasks": tasks}
 
 
 def test_the_asset_graph_of_a_split_project_is_connected(
@@ -214,7 +218,11 @@ def test_the_asset_graph_of_a_split_project_is_connected(
     uris = {model_asset(project, name).uri: name for name in built}
     assets = api.get("/api/v2/assets", params={"limit": 1000, "only_active": False}).json()["assets"]
     ids = {uris[a["uri"]]: a["id"] for a in assets if a["uri"] in uris}
-    assert set(ids) == set(built), (sorted(ids), built)
+    events = api.get("/api/v2/assets/events", params={"limit": 1000}).json()["asset_events"]
+    emitted = sorted(
+        (e["source_dag_id"], e["source_task_id"], (e["uri"] or "").rsplit(".", 1)[-1]) for e in events
+    )
+    assert set(ids) == set(built), (sorted(ids), built, split["tasks"], emitted)
     # What the UI's asset page asks for: the connected part of the DAG dependency graph holding
     # the asset. From a staging view, it reaches both DAGs and every asset either one built.
     component = api.get("/ui/dependencies", params={"node_id": f"asset:{ids['stg_trips']}"}).json()
