@@ -128,9 +128,8 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         "--assets",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="emit an Airflow asset event per node built (the dbt_assets task, as dbt_dag's default). "
-        "Off by default here: the embedded Airflow has no scheduler to start DAGs on them, and the "
-        "task is the run's only one on a worker (3-7 s of CPU)",
+        help="emit an Airflow asset event per node built (as dbt_dag's default). Off by default "
+        "here: the embedded Airflow has no scheduler to start DAGs on them",
     )
     parser.add_argument(
         "--full-refresh",

@@ -1,18 +1,23 @@
 """Airflow assets for dbt relations: one asset event per node a DAG run built, with the build's facts.
 
-Who emits: a streamed node task emits its node's event when it ends in the triggerer
-(``dbtflow.airflow.node_assets``: Airflow itself registers events only from a task that succeeds
-on a worker, apache/airflow#49347); a task that builds on a worker and succeeds (a single or
-grouped build task) emits its own builds' events as its outlet events, through an ``AssetAlias``
-so that only the nodes it built get one. Everything else is left to ``DbtAssetsOperator``, a
-teardown at the end of the run: a streamed node task that builds alone on a worker, a triggerer
-without dbtflow's handler, a failed task (Airflow drops its events, though it built some nodes),
-dbt Cloud jobs (they run elsewhere). The teardown reads what each node did in this run from the
-run-time history (every pattern records it there) and emits one event per successful build not emitted yet
-(``dbtflow.monitoring.asset_emissions``). It starts in the triggerer and ends there when nothing is
-owed, which is every run in which dbt succeeded: no worker start after dbt (about 6 s at 1000
-nodes, 2026-12-03) at the end of the run. It runs whether dbt succeeded or not, and Airflow leaves
-teardowns out of the DAG run's state, so the run is green exactly when ``dbt build`` is.
+Who emits: the task that reported the build, when it succeeds.
+- **per_model**: each node task emits its own node's event, through the DAG's node alias
+  (``node_alias_name``). A streamed node task that ends in the triggerer emits it there
+  (``dbtflow.airflow.node_assets``: Airflow itself registers events only from a task that succeeds
+  on a worker, apache/airflow#49347); one that ends on a worker (built alone, or resumed) emits it
+  as its outlet event. A node that failed or was skipped has a task that did not succeed, and no
+  event, so the pattern needs no task after dbt: a green run ends as its last node task does
+  (the ``dbt_assets`` teardown it had cost 2.9-5.0 s after dbt under a real scheduler, a
+  scheduler pass, a deferral and a triggerer loop for a task with nothing to do, 2026-12-03).
+- **single, grouped**: a build task that succeeds emits its own builds' events as its outlet
+  events, through an ``AssetAlias`` so that only the nodes it built get one. What it cannot emit
+  is left to ``DbtAssetsOperator``, a teardown at the end of the run: a failed task built some
+  nodes, but Airflow drops its events; dbt Cloud jobs run elsewhere. The teardown reads what each
+  node did in this run from the run-time history (every pattern records it there) and emits one
+  event per successful build not emitted yet (``dbtflow.monitoring.asset_emissions``). It starts
+  in the triggerer and ends there when nothing is owed. It runs whether dbt succeeded or not, and
+  Airflow leaves teardowns out of the DAG run's state, so the run is green exactly when
+  ``dbt build`` is.
 
 ``model_asset`` names a model's asset for ``schedule=``; ``upstream_assets`` is what a selection
 waits for when a project is split into several DAGs.
@@ -20,7 +25,7 @@ waits for when a project is split into several DAGs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from airflow.sdk import Asset, AssetAlias, AssetAll, BaseOperator
@@ -137,10 +142,17 @@ def own_alias(task: BaseOperator) -> AssetAlias | None:
 
 
 def emit_builds(
-    project: DbtProject, context: Any, *, state_url: str | None, log: Any, own_try_only: bool
+    project: DbtProject,
+    context: Any,
+    *,
+    state_url: str | None,
+    log: Any,
+    own_try_only: bool,
+    nodes: Collection[str] | None = None,
 ) -> int:
     """Emit one event per successful build of the run not emitted yet (of this task try's own
-    invocations when ``own_try_only``), through the task's alias; record them; return how many.
+    invocations when ``own_try_only``; of ``nodes`` only when given), through the task's alias;
+    record them; return how many.
 
     A task that does not emit asset events (no alias) emits nothing.
     """
@@ -157,6 +169,8 @@ def emit_builds(
         task_id=ti.task_id if own_try_only else None,
         try_number=int(ti.try_number) if own_try_only else None,
     )
+    if nodes is not None:
+        builds = {uid: row for uid, row in builds.items() if uid in nodes}
     if not builds:
         return 0
     graph = load_graph(project)
@@ -186,7 +200,10 @@ def emit_builds(
         context["outlet_events"][alias].add(asset, extra=extra)
         emitted.append(row.id)
     mark_emitted(history, ti.dag_id, ti.run_id, ti.task_id, emitted)
-    log.info("Emitted %d asset event(s), one per model, seed and snapshot built.", len(emitted))
+    if nodes is None:
+        log.info("Emitted %d asset event(s), one per model, seed and snapshot built.", len(emitted))
+    elif emitted:
+        log.info("Emitted the asset event of %s.", ", ".join(uid for uid in sorted(builds)))
     return len(emitted)
 
 
@@ -230,24 +247,33 @@ def alias_name(dag_id: str, task_id: str) -> str:
 def add_assets_task(
     project: DbtProject, dbt_tasks: Iterable[BaseOperator], *, state_url: str | None = None
 ) -> DbtAssetsOperator:
-    """The asset task after ``dbt_tasks`` (in the DAG or task group being defined), as a teardown."""
+    """The asset task after ``dbt_tasks`` (in the DAG or task group being defined), as a teardown;
+    each of them that builds on a worker emits its own builds' events when it succeeds."""
     task = DbtAssetsOperator(task_id="dbt_assets", project=project, state_url=state_url)
-    dbt_tasks = list(dbt_tasks)
-    alias = own_alias(task)
-    # Streamed node tasks emit their node's event when they end in the triggerer
-    # (dbtflow.airflow.node_assets), so their run's producer emits none.
-    streamed = [t for t in dbt_tasks if getattr(t, "streamed", False)]
-    for node_task in streamed:
-        node_task.asset_alias = alias.name if alias is not None else None
     for upstream in dbt_tasks:
         # `upstream >> task` hashes the whole DAG per edge (see dbtflow.airflow.dag._link).
         upstream.downstream_task_ids.add(task.node_id)
         task.upstream_task_ids.add(upstream.node_id)
-        # The tasks that build on a worker emit their own builds' events when they succeed.
-        if getattr(upstream, "emits_own_assets", False) and not streamed:
+        if getattr(upstream, "emits_own_assets", False):
             upstream.outlets = [
                 *upstream.outlets,
                 AssetAlias(name=alias_name(upstream.dag_id, upstream.task_id)),
             ]
     task.as_teardown()
     return task
+
+
+def add_node_assets(node_tasks: Iterable[BaseOperator]) -> None:
+    """per_model: each node task emits its own node's event (see the module docstring), through
+    one alias of the DAG; the producer emits none."""
+    for node_task in node_tasks:
+        if not hasattr(node_task, "asset_alias"):
+            continue  # the producer: its builds are its node tasks' to emit
+        alias = AssetAlias(name=node_alias_name(node_task.dag_id))
+        node_task.outlets = [*node_task.outlets, alias]
+        node_task.asset_alias = alias.name
+
+
+def node_alias_name(dag_id: str) -> str:
+    """The alias through which a per_model DAG's node tasks emit their nodes' events."""
+    return f"{_ALIAS_PREFIX}{dag_id}:nodes"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, BaseOperator, TaskGroup
 
-from dbtflow.airflow.assets import add_assets_task
+from dbtflow.airflow.assets import add_assets_task, add_node_assets
 from dbtflow.airflow.batch_operator import DbtBatchOperator
 from dbtflow.airflow.docs_operator import DocsTarget, add_docs_task, node_doc_md
 from dbtflow.airflow.operators import DbtNodeOperator, DbtProducerOperator
@@ -161,8 +161,10 @@ def dbt_task_group(
     ``command`` (single and grouped): the dbt command each task runs, ``("build",)`` by default.
     ``model_deadlines``: a ``dbtflow.monitoring.deadlines.ModelDeadlines``; its notifiers are told
     while a model runs past its expected duration (in any task that runs dbt).
-    ``assets``: a teardown task ``dbt_assets`` emits one Airflow asset event per model, seed and
-    snapshot the run built (``dbtflow.airflow.assets``); ``False`` leaves it out.
+    ``assets``: one Airflow asset event per model, seed and snapshot the run built, from the task
+    that reported it (per_model: each node task; single and grouped: the build task, and a
+    teardown task ``dbt_assets`` for what a failed one built; ``dbtflow.airflow.assets``);
+    ``False`` emits none.
     ``docs``: ``True`` adds a last task ``dbt_docs`` that refreshes the project's dbt docs after
     each successful run, in ``$DBTFLOW_HOME/docs/<project>/`` (served at ``/dbtflow/docs/``), or in
     the folder of an Airflow ``ObjectStoragePath`` (or URL) given instead of ``True``
@@ -258,7 +260,9 @@ def add_dbt_tasks(
             model_deadlines=model_deadlines,
             state_aware=options.state_aware,
         )
-        if assets:
+        if assets and options.pattern == "per_model":
+            add_node_assets(operators.values())
+        elif assets:
             add_assets_task(project, operators.values(), state_url=state_url)
         if docs is not False:
             add_docs_task(project, operators.values(), docs)

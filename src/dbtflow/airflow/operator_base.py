@@ -75,14 +75,23 @@ class DbtOperatorBase(BaseOperator):
     def _store(self) -> StateStore:
         return StateStore(self.state_url)
 
-    def _emit_own_assets(self, context: Any) -> None:
-        """Emit the asset events of what this try built (``dbtflow.airflow.assets``), when the task
-        emits them (``emits_own_assets`` and ``dbt_dag(assets=True)``) and is about to succeed. An
-        error leaves them to the run's ``dbt_assets`` teardown and does not fail the task."""
+    def _emit_own_assets(self, context: Any, *, nodes: Sequence[str] | None = None) -> None:
+        """Emit the asset events of what this try built (of the newest builds of ``nodes`` in the
+        run, when given: a per_model node task) through the task's alias
+        (``dbtflow.airflow.assets``), when the task has one (``dbt_dag(assets=True)``) and is about
+        to succeed. An error is logged (a single or grouped run's ``dbt_assets`` teardown emits what
+        is left) and does not fail the task: the build stands."""
         try:
-            emit_builds(self.project, context, state_url=self.state_url, log=self.log, own_try_only=True)
+            emit_builds(
+                self.project,
+                context,
+                state_url=self.state_url,
+                log=self.log,
+                own_try_only=nodes is None,
+                nodes=nodes,
+            )
         except Exception as exc:
-            self.log.warning("Could not emit asset events (the dbt_assets task will): %s", exc)
+            self.log.warning("Could not emit asset events: %s", exc)
 
     def _run_claimed(
         self,

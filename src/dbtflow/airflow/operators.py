@@ -34,6 +34,7 @@ from dbtflow.airflow.together import consume_own, plan_together
 from dbtflow.airflow.triggers import InvocationTrigger, NodeResultTrigger
 from dbtflow.monitoring.builds import builds_recorder, prepare_state_aware, record_unchanged
 from dbtflow.project.manifest import load_graph
+from dbtflow.project.results import NodeResult
 from dbtflow.project.task_results import TaskResults
 from dbtflow.state.manifests import keep_project_manifest
 from dbtflow.state.store import StateStore
@@ -80,8 +81,8 @@ class DbtNodeOperator(DbtOperatorBase):
         self.state_aware = state_aware and not streamed
         self.producer_task_id = producer_task_id
         self.poll_interval = poll_interval
-        #: The run's asset alias when the task emits its node's asset event from the triggerer
-        #: (set by ``dbtflow.airflow.assets.add_assets_task``).
+        #: The DAG's node alias, through which the task emits its node's asset event when it
+        #: succeeds, in the triggerer or on a worker (set by ``dbtflow.airflow.assets.add_node_assets``).
         self.asset_alias: str | None = None
         if streamed:
             self.start_from_trigger = True
@@ -147,7 +148,7 @@ class DbtNodeOperator(DbtOperatorBase):
             for stored in decision.results:
                 for line in stored.log:
                     self.log.info("%s", line)
-            return self._report(decision.node_results)
+            return self._report_own(context, decision.node_results)
         if decision.action is Action.FAIL:
             raise AirflowException(decision.message)
         if decision.action is Action.SKIP:
@@ -213,7 +214,15 @@ class DbtNodeOperator(DbtOperatorBase):
         results = [*left.results, *(r.result for r in together.reused)]
         results += [r for r in built if r.unique_id in mine or (r.failed and r.unique_id not in along)]
         consume_own(store, task, outcome.invocation_id, mine, together)
-        return self._report(results)
+        return self._report_own(context, results)
+
+    def _report_own(self, context: Any, results: Sequence[NodeResult]) -> dict[str, Any]:
+        """The report; a task that succeeds on a worker emits its nodes' asset events (of the
+        newest build in the run, whoever built it) when the DAG emits them."""
+        value = self._report(results)
+        if self.asset_alias is not None:
+            self._emit_own_assets(context, nodes=self.unique_ids)
+        return value
 
 
 class DbtProducerOperator(DbtOperatorBase):

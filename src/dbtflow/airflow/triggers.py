@@ -29,7 +29,7 @@ from dbtflow.airflow import node_assets, triggerer_cache
 from dbtflow.airflow.publish import end_event
 from dbtflow.airflow.task_states import read_task_states
 from dbtflow.airflow.upstream_failed import upstream_failed_event
-from dbtflow.monitoring.asset_emissions import unemitted_builds
+from dbtflow.monitoring.asset_emissions import ASSET_RESOURCE_TYPES, unemitted_builds
 from dbtflow.monitoring.history import History
 from dbtflow.project.task_results import TaskResults, failed_nodes
 from dbtflow.state.invocations import InvocationInfo, InvocationState
@@ -116,12 +116,24 @@ class NodeResultTrigger(BaseTrigger):
     async def _with_assets(
         self, event: TriggerEvent, store: StateStore, results: list[StoredResult], try_number: int
     ) -> TriggerEvent:
-        """``event`` carrying the asset events of the nodes it reports built (``node_assets``)."""
-        if not self.asset_alias or not isinstance(event, TaskSuccessEvent) or not node_assets.supported():
+        """``event`` carrying the asset events of the nodes it reports built (``node_assets``), or,
+        where they cannot be carried (no dbtflow handler in this triggerer, a relation not
+        recorded), the event that resumes the task on a worker to emit them there."""
+        if not self.asset_alias or not isinstance(event, TaskSuccessEvent):
             return event
+        on_worker = TriggerEvent({"action": Action.REPORT.value})
+        if not node_assets.supported():
+            return on_worker
         dag_id, run_id, _ = self._identity()
         ids = [r.result.unique_id for r in results]
         uris = await asyncio.to_thread(store.relations_of, dag_id, run_id, ids)
+        built = {
+            r.result.unique_id
+            for r in results
+            if r.result.status == "success" and r.result.unique_id.split(".", 1)[0] in ASSET_RESOURCE_TYPES
+        }
+        if built - set(uris):
+            return on_worker
         ti = self.task_instance
         facts = {
             "dag_id": dag_id,
