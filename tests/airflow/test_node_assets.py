@@ -99,3 +99,40 @@ def test_each_node_task_emits_its_nodes_event(bikeshare_dir: Path, airflow_db: P
             )
         ).fetchall()
     assert sorted(row.task_id for row in marked) == sorted(source for source, _ in events)
+
+
+FALLBACK = """
+import asyncio, sys
+from airflow.triggers.base import TaskSuccessEvent
+from dbtflow.airflow import node_assets
+from dbtflow.airflow.triggers import NodeResultTrigger
+from dbtflow.project.results import NodeResult
+from dbtflow.state.results import StoredResult
+from dbtflow.state.store import StateStore
+
+if sys.argv[1] == "installed":
+    node_assets.install()
+store = StateStore(sys.argv[2])
+trigger = NodeResultTrigger(
+    nodes=["model.p.m"], asset_alias="dbtflow:d:nodes", dag_id="d", run_id="r", try_number=1
+)
+# A model built, whose relation no invocation recorded (the state database is new).
+built = StoredResult(1, "inv", NodeResult("model.p.m", "success"), [], None)
+event = asyncio.run(trigger._with_assets(TaskSuccessEvent(), store, [built], 1))
+print(type(event).__name__, event.payload if type(event).__name__ == "TriggerEvent" else "")
+"""
+
+
+@pytest.mark.parametrize("handler", ["missing", "installed"])
+def test_a_node_event_that_cannot_be_carried_resumes_the_task_on_a_worker(
+    handler: str, tmp_path: Path
+) -> None:
+    """Without dbtflow's handler in the triggerer (or without the node's recorded relation), the
+    trigger does not end the task without its event: it resumes it on a worker, which emits it
+    as its outlet event (``DbtNodeOperator._report_own``)."""
+    state = f"sqlite:///{tmp_path / 'state.db'}"
+    done = subprocess.run(
+        [sys.executable, "-c", FALLBACK, handler, state], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "TriggerEvent {'action': 'report'}", done.stdout
