@@ -220,10 +220,10 @@ def test_the_asset_graph_of_a_split_project_is_connected(
     # this worker's earlier tests made more (the first page lacked the marts' in CI, 2026-12-03).
     assets: list[dict[str, Any]] = []
     while True:
-        page = api.get("/api/v2/assets", params={"limit": 100, "offset": len(assets), "only_active": False})
-        found = page.json()["assets"]
+        reply = api.get("/api/v2/assets", params={"limit": 100, "offset": len(assets), "only_active": False})
+        found = reply.json()["assets"]
         assets += found
-        if not found or len(assets) >= page.json()["total_entries"]:
+        if not found or len(assets) >= reply.json()["total_entries"]:
             break
     ids = {uris[a["uri"]]: a["id"] for a in assets if a["uri"] in uris}
     assert set(ids) == set(built), (sorted(ids), built, split["tasks"])
