@@ -89,16 +89,20 @@ def test_upstream_assets_of_a_split_project(bikeshare_dir: Path, library_dir: Pa
     assert model_asset(library, "dim_members").uri in marts
 
 
-def _events(dag_id: str) -> dict[str, dict[str, Any]]:
-    """The asset events of the DAG's runs: asset URI -> the event's extra."""
+def _event_rows(dag_id: str) -> list[tuple[str, str, str]]:
+    """The asset events of the DAG's runs: (asset URI, the event's extra as stored, its task)."""
     with closing(sqlite3.connect(AIRFLOW_HOME.database)) as con:
-        rows = con.execute(
-            "select a.uri, e.extra from asset_event e join asset a on a.id = e.asset_id"
+        return con.execute(
+            "select a.uri, e.extra, e.source_task_id from asset_event e join asset a on a.id = e.asset_id"
             " where e.source_dag_id = ?",
             (dag_id,),
         ).fetchall()
+
+
+def _events(dag_id: str) -> dict[str, dict[str, Any]]:
+    """The asset events of the DAG's runs: asset URI -> the event's extra."""
     found: dict[str, dict[str, Any]] = {}
-    for uri, extra in rows:
+    for uri, extra, _ in _event_rows(dag_id):
         assert uri not in found, f"two events for {uri}"
         value = json.loads(extra)
         found[uri] = json.loads(value) if isinstance(value, str) else value
@@ -107,13 +111,7 @@ def _events(dag_id: str) -> dict[str, dict[str, Any]]:
 
 def _sources(dag_id: str) -> dict[str, str]:
     """The task that emitted each asset event of the DAG's runs: asset URI -> task id."""
-    with closing(sqlite3.connect(AIRFLOW_HOME.database)) as con:
-        rows = con.execute(
-            "select a.uri, e.source_task_id from asset_event e join asset a on a.id = e.asset_id"
-            " where e.source_dag_id = ?",
-            (dag_id,),
-        ).fetchall()
-    return dict(rows)
+    return {uri: source for uri, _, source in _event_rows(dag_id)}
 
 
 class _Receiver(BaseHTTPRequestHandler):

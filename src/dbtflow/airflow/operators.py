@@ -231,10 +231,8 @@ class DbtProducerOperator(DbtOperatorBase):
     The task ends as ``dbt build`` exits: it fails when a node failed (the node's task shows why)
     or when dbt reported a result that no task owns (a failing project hook). A retry builds the
     nodes that have not succeeded in this DAG run, whose tasks still wait for them, and that
-    nobody else is building. When it succeeds, it emits the asset events of what it built.
+    nobody else is building. It emits no asset events: each node task emits its own node's.
     """
-
-    emits_own_assets = True
 
     def __init__(
         self,
@@ -324,13 +322,11 @@ class DbtProducerOperator(DbtOperatorBase):
         failure = None if judged.ok else judged.message()
         if judged.ok:
             keep_project_manifest(self.project, task.dag_id, task.run_id, self.state_url, self.log)
-        value = publish(
+        return publish(
             TaskResults.of(judged.results, failure=failure, summary_on_failure=True),
             self.log,
             ti=context["ti"],
         )
-        self._emit_own_assets(context)
-        return value
 
     def _leave_out_unchanged(
         self, task: TaskTry, store: StateStore, nodes: list[str], *, full_refresh: bool
