@@ -133,9 +133,9 @@ def test_task_states_are_read_only_when_a_decision_needs_them(tmp_path: Path) ->
         ) as feed:
             version = 0
 
-            async def decide(node: str, watch: Watch) -> Decision:
+            async def decide(node: str, watch: Watch, again: bool = True) -> Decision:
                 nonlocal version
-                reading = await feed.next(frozenset([node]), after=version)
+                reading = await feed.next(frozenset([node]), after=version, any_newer=again)
                 version = reading.version
                 upstream = Upstream(
                     ("upstream",),
@@ -164,3 +164,85 @@ def test_task_states_are_read_only_when_a_decision_needs_them(tmp_path: Path) ->
     assert decisions[0].action is Action.WAIT and decisions[0].needs_task_states
     assert decisions[-1].action is Action.SKIP and "upstream (failed)" in decisions[-1].message
     assert len(reads) == 1
+
+
+def test_a_waiting_task_is_woken_only_when_its_own_node_changes(tmp_path: Path) -> None:
+    """200 tasks wait while one invocation builds their nodes one at a time: each task decides
+    on its first reading and again when its own node has a result, not at every reading (which
+    cost the triggerer 200 decisions per reading)."""
+    from dbtflow.streaming.consumer import Action, Upstream, Watch, decide_from
+
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    nodes = [f"model.p.m{i}" for i in range(200)]
+    decisions: dict[str, int] = dict.fromkeys(nodes, 0)
+    readings = 0
+
+    async def wait_for(node: str) -> None:
+        async with run_feed(store, "dag", "run", [node], "dbt_build", INTERVAL) as feed:
+            version, watch, again = 0, Watch(), False
+            while True:
+                reading = await feed.next(frozenset([node]), after=version, any_newer=again)
+                version = reading.version
+                decisions[node] += 1
+                decision = decide_from(reading.states, [node], 1, watch, main_node=node, upstream=Upstream())
+                if decision.action is Action.REPORT:
+                    return
+                assert decision.action is Action.WAIT, decision
+                again = decision.needs_task_states
+
+    async def scenario() -> None:
+        nonlocal readings
+        invocation_id, _ = store.start_invocation(TaskTry("dag", "run", "dbt_build", 1), nodes)
+        waiting = [asyncio.create_task(wait_for(node)) for node in nodes]
+        await asyncio.sleep(3 * INTERVAL)
+        for i, node in enumerate(nodes):
+            store.record_result(invocation_id, "dag", "run", NodeResult(node, "success"))
+            if i % 20 == 19:
+                await asyncio.sleep(2 * INTERVAL)
+        await asyncio.wait_for(asyncio.gather(*waiting), timeout=60)
+
+    asyncio.run(scenario())
+    # Over ten readings at least were made while the first nodes waited for theirs.
+    assert max(decisions.values()) <= 3, sorted(decisions.items(), key=lambda kv: -kv[1])[:5]
+    assert sum(decisions.values()) <= 2 * len(nodes) + 20, sum(decisions.values())
+
+
+def test_a_reading_takes_the_task_states_before_the_node_states(tmp_path: Path) -> None:
+    """Node states read after the task states are at least as new: the other order let a reading
+    hold node states from before dbt recorded a node and task states from after ``dbt_build``
+    ended, and a task with nothing upstream built its node alone though dbt had built it (2 of
+    1000 models in a state-aware run, 2026-12-03)."""
+    calls: list[str] = []
+
+    class OrderStore(StateStore):
+        def node_states(
+            self,
+            dag_id: str,
+            run_id: str,
+            unique_ids: Sequence[str] | None,
+            producer_task_id: str | None = None,
+        ) -> NodeStates:
+            calls.append("nodes")
+            return super().node_states(dag_id, run_id, unique_ids, producer_task_id)
+
+    def read_task_states() -> dict[str, str | None]:
+        calls.append("tasks")
+        return {"dbt_build": "success"}
+
+    store = OrderStore(f"sqlite:///{tmp_path / 'state.db'}")
+
+    async def scenario() -> None:
+        async with run_feed(
+            store, "dag", "run", ["model.p.a"], "dbt_build", INTERVAL, read_task_states
+        ) as feed:
+            feed.want_task_states()
+            version = 0
+            for _ in range(3):
+                reading = await feed.next(frozenset(["model.p.a"]), after=version, any_newer=True)
+                version = reading.version
+                if reading.task_states is not None:
+                    return
+
+    asyncio.run(scenario())
+    # Asked for before the first reading: that reading took the task states, then the nodes'.
+    assert calls[:2] == ["tasks", "nodes"], calls

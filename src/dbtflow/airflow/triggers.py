@@ -166,10 +166,11 @@ class NodeResultTrigger(BaseTrigger):
     async def _outcome(self, store: StateStore, feed: RunFeed, try_number: int) -> TriggerEvent:
         """Wait on the feed until the task can end (or must run alone); the event that says so."""
         watch = Watch()
-        wanted, seen = frozenset(self.nodes), 0
+        wanted, seen, again, on_tasks = frozenset(self.nodes), 0, False, False
         while True:
-            snapshot = await feed.next(wanted, after=seen)
-            seen = snapshot.version
+            # Woken only when what this decision reads changed, or (again) at the next reading.
+            snapshot = await feed.next(wanted, after=seen, any_newer=again, on_task_states=on_tasks)
+            seen, dead_before = snapshot.version, len(watch.seen_dead)
             decision: Decision = decide_from(
                 snapshot.states,
                 self.nodes,
@@ -186,7 +187,12 @@ class NodeResultTrigger(BaseTrigger):
             if decision.action is Action.WAIT:
                 if decision.needs_task_states:
                     feed.want_task_states()
+                # A death seen for the first time is believed on the next reading, even if it
+                # holds the same; task states asked for come with the next reading.
+                again = decision.needs_task_states or len(watch.seen_dead) > dead_before
+                on_tasks = decision.on_task_states
                 continue
+            again = on_tasks = False
             if decision.action is Action.REPORT:
                 ids = [r.id for r in decision.results]
                 if not await asyncio.to_thread(store.consume, ids, try_number):

@@ -62,6 +62,9 @@ class Decision:
     #: A ``WAIT`` that the Airflow task states would decide: the caller's next reading should
     #: include them (a feed reads them only when asked, since each reading is a round trip).
     needs_task_states: bool = False
+    #: A ``WAIT`` on the Airflow task states (an upstream task or the producer has not ended):
+    #: the caller's feed keeps reading them while it waits.
+    on_task_states: bool = False
     #: A ``SKIP`` because an upstream task failed (Airflow's ``upstream_failed``), not because
     #: upstream tasks were only skipped (Airflow's skip propagation).
     upstream_failed: bool = False
@@ -191,10 +194,10 @@ def decide_from(
     producer = upstream.producer_task_id
     producer_pending = producer is not None and task_states.get(producer) not in TERMINAL_TASK_STATES
     if producer_pending and not states.producer_alive:
-        return Decision(Action.WAIT)
+        return Decision(Action.WAIT, on_task_states=True)
     ends = {task_id: task_states.get(task_id) for task_id in upstream.task_ids}
     if any(state not in TERMINAL_TASK_STATES for state in ends.values()):
-        return Decision(Action.WAIT)
+        return Decision(Action.WAIT, on_task_states=True)
     not_ok = sorted(task_id for task_id, state in ends.items() if state != "success")
     if not_ok:
         told = ", ".join(f"{task_id} ({ends[task_id]})" for task_id in not_ok)

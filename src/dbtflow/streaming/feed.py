@@ -9,6 +9,12 @@ include its own nodes.
 The same reading also takes the Airflow states of the run's tasks, through a function the
 Airflow side passes in (this package imports no Airflow), since streamed tasks apply their
 upstream tasks' trigger rule themselves (see ``dbtflow.streaming.consumer``).
+
+A subscriber is woken only by a reading in which something its decision reads has changed: the
+newest result of one of its nodes, or the invocation that claims one (its state and liveness);
+or, for every subscriber, the producer's liveness, the task states or an error. Waking every
+waiting task at every reading cost the triggerer O(tasks x readings): at 1000 nodes, a thousand
+decisions every half second that all came out "wait".
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -60,7 +66,18 @@ class RunFeed:
         self.interval = interval
         self.watched: Counter[str] = Counter()
         self.reading = StateReading(0, frozenset(), NodeStates({}, {}))
-        self.changed = asyncio.Condition()
+        #: What each watched node's decision reads, as of the newest reading, and the version
+        #: at which it last changed; what every decision reads, and when that last changed.
+        self.node_keys: dict[str, Hashable] = {}
+        self.node_changed_at: dict[str, int] = {}
+        self.shared_alive = False
+        self.shared_task_states: Mapping[str, str | None] | None = None
+        self.shared_changed_at = 0
+        #: Subscribers waiting for a change of a node (node -> their futures), or for any reading.
+        self.waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self.any_waiters: set[asyncio.Future[None]] = set()
+        #: Subscribers waiting on the task states: while there are any, the feed reads them.
+        self.task_state_waiters: set[asyncio.Future[None]] = set()
         self.reader: asyncio.Task[None] | None = None
         self.task_states: dict[str, str | None] | None = None
         self.task_states_at = 0.0
@@ -82,10 +99,30 @@ class RunFeed:
                 reading = StateReading(self.reading.version + 1, nodes, states, task_states=task_states)
             except Exception as exc:  # every subscriber sees the error, as if it had queried itself
                 reading = StateReading(self.reading.version + 1, nodes, self.reading.states, exc)
-            async with self.changed:
-                self.reading = reading
-                self.changed.notify_all()
+            self._publish(reading)
             await asyncio.sleep(self.interval)
+
+    def _publish(self, reading: StateReading) -> None:
+        """Make ``reading`` the newest and wake the subscribers whose inputs it changed."""
+        states = reading.states
+        # A reading without task states (none asked for) changes nothing: a decision that needs
+        # them waits with ``any_newer`` for the next reading, which reads them.
+        task_states = self.shared_task_states if reading.task_states is None else reading.task_states
+        shared = (states.producer_alive, task_states)
+        woken: set[asyncio.Future[None]] = set(self.any_waiters)
+        if shared != (self.shared_alive, self.shared_task_states) or reading.error is not None:
+            self.shared_alive, self.shared_task_states = shared
+            self.shared_changed_at = reading.version
+            woken.update(f for futures in self.waiters.values() for f in futures)
+        for uid in reading.nodes:
+            key = _node_key(states, uid)
+            if uid not in self.node_keys or self.node_keys[uid] != key:
+                self.node_keys[uid], self.node_changed_at[uid] = key, reading.version
+                woken.update(self.waiters.get(uid, ()))
+        self.reading = reading
+        for future in woken:
+            if not future.done():
+                future.set_result(None)
 
     @property
     def reads_task_states(self) -> bool:
@@ -106,20 +143,62 @@ class RunFeed:
         now = time.monotonic()
         if self.task_states is not None and now - self.task_states_at < TASK_STATES_EVERY_S:
             return self.task_states
-        if not self.task_states_wanted:
+        if not self.task_states_wanted and not self.task_state_waiters:
             return None
         self.task_states_wanted = False
         self.task_states = dict(await asyncio.to_thread(self.read_task_states))
         self.task_states_at = now
         return self.task_states
 
-    async def next(self, nodes: frozenset[str], after: int) -> StateReading:
-        """The first reading newer than version ``after`` that covers ``nodes``."""
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.reading.version > after and nodes <= self.reading.nodes)
-            if self.reading.error is not None:
-                raise self.reading.error
-            return self.reading
+    def _changed_since(self, nodes: frozenset[str], after: int) -> bool:
+        return self.shared_changed_at > after or any(self.node_changed_at.get(n, 0) > after for n in nodes)
+
+    async def next(
+        self, nodes: frozenset[str], after: int, *, any_newer: bool = False, on_task_states: bool = False
+    ) -> StateReading:
+        """The first reading newer than version ``after`` that covers ``nodes`` and in which what
+        their decision reads changed since then (any newer reading when ``any_newer``: a decision
+        that must be made again on the next reading, whatever it holds). ``on_task_states``: the
+        caller waits on the task states, so the feed keeps reading them until it is woken."""
+        while True:
+            reading = self.reading
+            if (
+                reading.version > after
+                and nodes <= reading.nodes
+                and (any_newer or reading.error is not None or self._changed_since(nodes, after))
+            ):
+                if reading.error is not None:
+                    raise reading.error
+                return reading
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            if any_newer:
+                self.any_waiters.add(future)
+            if on_task_states:
+                self.task_state_waiters.add(future)
+            for uid in nodes:
+                self.waiters.setdefault(uid, set()).add(future)
+            try:
+                await future
+            finally:
+                self.any_waiters.discard(future)
+                self.task_state_waiters.discard(future)
+                for uid in nodes:
+                    waiting = self.waiters.get(uid)
+                    if waiting is not None:
+                        waiting.discard(future)
+                        if not waiting:
+                            del self.waiters[uid]
+
+
+def _node_key(states: NodeStates, uid: str) -> Hashable:
+    """What a decision reads of one node in ``states`` (``dbtflow.streaming.consumer``): its
+    newest result (row and who reported it) and its claiming invocation (state, liveness)."""
+    newest = states.newest.get(uid)
+    holder = states.holders.get(uid)
+    return (
+        None if newest is None else (newest.id, newest.consumed_by),
+        None if holder is None else (holder.id, holder.state, holder.alive),
+    )
 
 
 _FEEDS: dict[tuple[int, str, str, str, str | None], RunFeed] = {}
