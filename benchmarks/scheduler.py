@@ -13,7 +13,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -139,6 +141,12 @@ def _timeline(airflow: Any, dag_id: str, run_id: str, producer: str) -> tuple[fl
 
 #: ``BENCH_KEEP=1``: keep every run's Airflow home, with its task instances in ``task_instances.json``.
 KEEP = os.environ.get("BENCH_KEEP") == "1"
+#: ``BENCH_PROFILE=DIR``: py-spy (``BENCH_PYSPY``, default ``py-spy`` on the PATH) records the
+#: scheduler and the triggerer, with their children, during each measured run, as raw stacks in
+#: DIR (``<dag_id>-<component>.txt``; ``python -m benchmarks.profile_shares`` sums them).
+#: Samples count waits on the database as well; ``BENCH_PROFILE_GIL=1`` keeps only the samples
+#: holding the GIL, close to the CPU time (the issue's goals are CPU).
+PROFILE_DIR = os.environ.get("BENCH_PROFILE")
 #: The machine's PostgreSQL server (trust auth), for ``--metadata postgres`` and ``celery``.
 POSTGRES_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 #: The machine's Redis, the CeleryExecutor's broker for ``--metadata celery``.
@@ -238,8 +246,9 @@ def under_scheduler(
             cpu_before = [_cpu_seconds(c) for c in components]
             tree_before = _tree_cpu(airflow.processes)
             started = time.monotonic()
-            run_id = airflow.trigger(dag_id)
-            state = _wait_or_count(airflow, dag_id, run_id, started + timeout)
+            with _profiled(airflow, dag_id):
+                run_id = airflow.trigger(dag_id)
+                state = _wait_or_count(airflow, dag_id, run_id, started + timeout)
             seconds = time.monotonic() - started
             cpu = [_cpu_seconds(c) - before for c, before in zip(components, cpu_before, strict=True)]
             tree_after = _tree_cpu(airflow.processes)
@@ -275,6 +284,45 @@ def under_scheduler(
             kept.parent.mkdir(exist_ok=True)
             shutil.move(root, kept)
             log(f"{dag_id}: run {state}; its Airflow home and logs are kept in {kept}")
+
+
+@contextlib.contextmanager
+def _profiled(airflow: Any, dag_id: str) -> Any:
+    """py-spy on the scheduler and the triggerer while the block runs, when BENCH_PROFILE asks."""
+    if not PROFILE_DIR:
+        yield
+        return
+    out = Path(PROFILE_DIR)
+    out.mkdir(parents=True, exist_ok=True)
+    spy = os.environ.get("BENCH_PYSPY", "py-spy")
+    recorders = [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(airflow.processes[c].pid),
+                "--subprocesses",
+                "--rate",
+                "50",
+                "--format",
+                "raw",
+                "-o",
+                str(out / f"{dag_id}-{c}.txt"),
+                *(["--gil"] if os.environ.get("BENCH_PROFILE_GIL") == "1" else ["--nonblocking"]),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for c in ("scheduler", "triggerer")
+    ]
+    try:
+        yield
+    finally:
+        for recorder in recorders:
+            recorder.send_signal(signal.SIGINT)
+        for recorder in recorders:
+            recorder.wait(timeout=60)
 
 
 def _run_state(airflow: Any, dag_id: str, run_id: str) -> str | None:
