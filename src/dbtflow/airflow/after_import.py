@@ -2,8 +2,8 @@
 
 dbtflow's code runs in an ``airflow triggerer`` process only through its provider information,
 which Airflow reads while its command line is built: importing Airflow's ORM models at that
-moment is a circular import. The patches in ``triggerer_cache`` and ``upstream_failed`` wait here
-for Airflow to import the module they change.
+moment is a circular import. The patches in ``triggerer_cache``, ``end_event_handlers`` and the
+rest wait here for Airflow to import the module they change, in that process (``in_triggerer``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,12 @@ from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 from typing import Any
+
+
+def in_triggerer() -> bool:
+    """Whether this process is ``airflow triggerer``, where the provider information installs
+    dbtflow's triggerer patches."""
+    return sys.argv[1:2] == ["triggerer"]
 
 
 def after_import(name: str, then: Callable[[ModuleType], object]) -> None:

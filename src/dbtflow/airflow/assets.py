@@ -33,7 +33,12 @@ from airflow.triggers.base import StartTriggerArgs
 
 from dbtflow.airflow.triggers import AssetsOwedTrigger
 from dbtflow.errors import DbtflowError
-from dbtflow.monitoring.asset_emissions import ASSET_RESOURCE_TYPES, mark_emitted, unemitted_builds
+from dbtflow.monitoring.asset_emissions import (
+    ASSET_RESOURCE_TYPES,
+    event_extra,
+    mark_emitted,
+    unemitted_builds,
+)
 from dbtflow.monitoring.history import History
 from dbtflow.plan.options import PlanOptions
 from dbtflow.plan.planner import selected_ids
@@ -185,18 +190,14 @@ def emit_builds(
         asset = None if node is None else node_asset(warehouse, node)
         if asset is None:
             continue
-        extra: dict[str, Any] = {
-            "unique_id": uid,
-            "status": row.status,
-            "execution_time_s": round(float(row.execution_s), 3),
-            "invocation_id": invocations.get((row.task_id, row.try_number)),
+        build = {
             "dag_id": row.dag_id,
             "run_id": row.run_id,
             "task_id": row.task_id,
             "try_number": row.try_number,
         }
-        if row.rows_affected is not None:
-            extra["rows_affected"] = int(row.rows_affected)
+        invocation = invocations.get((row.task_id, row.try_number))
+        extra = event_extra(uid, row.status, row.execution_s, row.rows_affected, invocation, build)
         context["outlet_events"][alias].add(asset, extra=extra)
         emitted.append(row.id)
     mark_emitted(history, ti.dag_id, ti.run_id, ti.task_id, emitted)

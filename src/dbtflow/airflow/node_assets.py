@@ -14,7 +14,8 @@ history, so the run's ``dbt_assets`` teardown (which emits what no task could) e
 worker.
 
 - **Airflow internals:** ``airflow.models.trigger.handle_event_submit`` (a ``functools.singledispatch``
-  function) and its ``BaseTaskEndEvent`` handler; ``AssetManager.register_asset_change`` and
+  function, registered through ``end_event_handlers``) and its ``BaseTaskEndEvent`` handler;
+  ``AssetManager.register_asset_change`` and
   ``AssetModel.from_serialized`` (used as Airflow's own alias path in
   ``TaskInstance.register_asset_changes_in_db`` uses them), apache-airflow-core 3.3 (3.3.2 read).
   Installed in ``airflow triggerer`` processes (through dbtflow's provider information) and in
@@ -27,19 +28,22 @@ worker.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping, Sequence
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dbtflow.airflow.after_import import after_import
-from dbtflow.monitoring.asset_emissions import mark_nodes_emitted
+from dbtflow.airflow import end_event_handlers
+from dbtflow.airflow.after_import import in_triggerer
+from dbtflow.monitoring.asset_emissions import event_extra, mark_nodes_emitted
 from dbtflow.monitoring.history import History
 from dbtflow.project.results import NodeResult
 
-TRIGGER_MODULE = "airflow.models.trigger"
 #: The XCom key of a ``TaskSuccessEvent`` that carries its task's asset events; never pushed.
 MARKER = "__dbtflow_asset_events__"
+FLAG = "dbtflow_node_assets"
+
+if TYPE_CHECKING:
+    from airflow.triggers.base import TaskSuccessEvent
+
 log = logging.getLogger(__name__)
 
 
@@ -47,10 +51,7 @@ def supported() -> bool:
     """Whether this process (or the supervisor it was forked from) registers the marked events."""
     from airflow.triggers.base import TaskSuccessEvent
 
-    module = sys.modules.get(TRIGGER_MODULE)
-    dispatch = getattr(module, "handle_event_submit", None)
-    registry = getattr(dispatch, "registry", {})
-    return getattr(registry.get(TaskSuccessEvent), "dbtflow_node_assets", False)
+    return end_event_handlers.installed(TaskSuccessEvent, FLAG)
 
 
 def asset_events(
@@ -72,46 +73,37 @@ def asset_events(
             asset = Asset(uri=uri)
         except ValueError:
             asset = Asset(uri=airflow_uri)
-        extra: dict[str, Any] = {
-            "unique_id": result.unique_id,
-            "status": result.status,
-            "execution_time_s": round(float(result.execution_time or 0.0), 3),
-            "invocation_id": invocations.get(result.unique_id),
-            **facts,
-        }
-        if result.rows_affected is not None:
-            extra["rows_affected"] = int(result.rows_affected)
+        extra = event_extra(
+            result.unique_id,
+            result.status,
+            result.execution_time,
+            result.rows_affected,
+            invocations.get(result.unique_id),
+            dict(facts),
+        )
         events.append({"name": asset.name, "uri": asset.uri, "extra": extra})
     return events
 
 
 def install() -> None:
     """Register the handler (now, or when Airflow imports ``airflow.models.trigger``)."""
-    after_import(TRIGGER_MODULE, _register)
+    end_event_handlers.install("TaskSuccessEvent", FLAG, _handler)
 
 
 def install_in_triggerer() -> None:
     """``install`` in an ``airflow triggerer`` process only (called from the provider information)."""
-    if sys.argv[1:2] == ["triggerer"]:
+    if in_triggerer():
         install()
 
 
-def _register(module: ModuleType) -> None:
-    from airflow.triggers.base import BaseTaskEndEvent, TaskSuccessEvent
-
-    dispatch = module.handle_event_submit
-    if getattr(dispatch.registry.get(TaskSuccessEvent), "dbtflow_node_assets", False):
-        return
-    airflows_own = dispatch.dispatch(BaseTaskEndEvent)
-
+def _handler(airflows_own: end_event_handlers.Handler) -> end_event_handlers.Handler:
     def submit(event: TaskSuccessEvent, *, task_instance: Any, session: Any) -> None:
         carried: Any = (event.xcoms or {}).pop(MARKER, None)
         airflows_own(event, task_instance=task_instance, session=session)
         if carried:
             _register_events(carried["events"], carried.get("alias"), task_instance, session)
 
-    submit.dbtflow_node_assets = True  # type: ignore[attr-defined]
-    dispatch.register(TaskSuccessEvent, submit)
+    return submit
 
 
 def _register_events(events: list[dict[str, Any]], alias: str | None, ti: Any, session: Any) -> None:
@@ -146,9 +138,15 @@ def _ensure_active(asset: Any, session: Any) -> None:
     from airflow.models.asset import AssetActive, AssetModel
     from sqlalchemy import or_, select
 
-    model = session.scalar(
-        select(AssetModel).where(AssetModel.name == asset.name, AssetModel.uri == asset.uri)
-    )
+    # One query in the usual case (the asset exists and is active): the model with its active row.
+    found = session.execute(
+        select(AssetModel, AssetActive.name)
+        .outerjoin(AssetActive, or_(AssetActive.name == AssetModel.name, AssetActive.uri == AssetModel.uri))
+        .where(AssetModel.name == asset.name, AssetModel.uri == asset.uri)
+    ).first()
+    if found is not None and found[1] is not None:
+        return
+    model = found[0] if found is not None else None
     if model is None:
         model = AssetModel.from_serialized(asset)
         session.add(model)

@@ -26,11 +26,10 @@ which the dag-processor does run, and the DAG's own callbacks are untouched.
 
 from __future__ import annotations
 
-import sys
 from types import ModuleType
 from typing import Any
 
-from dbtflow.airflow.after_import import after_import
+from dbtflow.airflow.after_import import after_import, in_triggerer
 
 SINK_MODULE = "airflow.callbacks.database_callback_sink"
 
@@ -47,7 +46,7 @@ def install() -> None:
 
 def install_in_triggerer() -> None:
     """``install`` in an ``airflow triggerer`` process only (called from the provider information)."""
-    if sys.argv[1:2] == ["triggerer"]:
+    if in_triggerer():
         install()
 
 

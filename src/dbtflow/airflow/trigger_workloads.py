@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from types import ModuleType
 from typing import Any
 
-from dbtflow.airflow.after_import import after_import
+from dbtflow.airflow.after_import import after_import, in_triggerer
 
 RUNNER_MODULE = "airflow.jobs.triggerer_job_runner"
 #: The triggers whose workloads need no DAG document (they render no templates).
@@ -39,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def install_in_triggerer() -> None:
     """Slim dbtflow's workloads, in an ``airflow triggerer`` process only (see the module)."""
-    if sys.argv[1:2] == ["triggerer"]:
+    if in_triggerer():
         after_import(RUNNER_MODULE, _wrap)
 
 

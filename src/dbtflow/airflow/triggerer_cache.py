@@ -43,7 +43,7 @@ from types import ModuleType
 from typing import Any
 
 from dbtflow import settings
-from dbtflow.airflow.after_import import after_import
+from dbtflow.airflow.after_import import after_import, in_triggerer
 
 SWITCH_ENV = settings.TRIGGERER_DAG_CACHE
 RUNNER_MODULE = "airflow.jobs.triggerer_job_runner"
@@ -103,7 +103,7 @@ def install_in_supervisor() -> OrderedDict[tuple[str, str], Any] | None:
     line's own words say which process this is, and the patch waits for Airflow to import the
     module. Returns the cache (keyed by DAG version and hash) when it is in place now.
     """
-    if not settings.triggerer_dag_cache() or sys.argv[1:2] != ["triggerer"]:
+    if not settings.triggerer_dag_cache() or not in_triggerer():
         return None
     module = sys.modules.get(SERIALIZED_DAG_MODULE)
     if module is not None:

@@ -10,7 +10,8 @@ any other state between the trigger runner and its supervisor), so the task ends
 event and hands every other event to Airflow's own handler.
 
 - **Airflow internal:** ``airflow.models.trigger.handle_event_submit`` (a ``functools.singledispatch``
-  function) and its ``BaseTaskEndEvent`` handler, apache-airflow-core 3.3 (3.3.2 read); the
+  function, registered through ``end_event_handlers``) and its ``BaseTaskEndEvent`` handler,
+  apache-airflow-core 3.3 (3.3.2 read); the
   supervisor of the trigger runner calls it from ``Trigger.submit_event``. The handler is installed
   in ``airflow triggerer`` processes (through dbtflow's provider information, see
   ``after_import``) and in ``dbtflow run``'s own loop; ``tests/airflow/test_upstream_failed.py``
@@ -23,29 +24,25 @@ event and hands every other event to Airflow's own handler.
 
 from __future__ import annotations
 
-import sys
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from dbtflow.airflow.after_import import after_import
+from dbtflow.airflow import end_event_handlers
+from dbtflow.airflow.after_import import in_triggerer
 
 if TYPE_CHECKING:
     from airflow.triggers.base import TaskSkippedEvent
 
-TRIGGER_MODULE = "airflow.models.trigger"
 #: The XCom key that marks a ``TaskSkippedEvent`` as ``upstream_failed``; never pushed.
 MARKER = "__dbtflow_end_state__"
 UPSTREAM_FAILED = "upstream_failed"
+FLAG = "dbtflow_upstream_failed"
 
 
 def supported() -> bool:
     """Whether this process (or the supervisor it was forked from) applies the marker."""
     from airflow.triggers.base import TaskSkippedEvent
 
-    module = sys.modules.get(TRIGGER_MODULE)
-    dispatch = getattr(module, "handle_event_submit", None)
-    registry = getattr(dispatch, "registry", {})
-    return getattr(registry.get(TaskSkippedEvent), "dbtflow_upstream_failed", False)
+    return end_event_handlers.installed(TaskSkippedEvent, FLAG)
 
 
 def upstream_failed_event() -> TaskSkippedEvent:
@@ -59,23 +56,17 @@ def upstream_failed_event() -> TaskSkippedEvent:
 
 def install() -> None:
     """Register the handler (now, or when Airflow imports ``airflow.models.trigger``)."""
-    after_import(TRIGGER_MODULE, _register)
+    end_event_handlers.install("TaskSkippedEvent", FLAG, _handler)
 
 
 def install_in_triggerer() -> None:
     """``install`` in an ``airflow triggerer`` process only (called from the provider information)."""
-    if sys.argv[1:2] == ["triggerer"]:
+    if in_triggerer():
         install()
 
 
-def _register(module: ModuleType) -> None:
-    from airflow.triggers.base import BaseTaskEndEvent, TaskSkippedEvent
+def _handler(airflows_own: end_event_handlers.Handler) -> end_event_handlers.Handler:
     from airflow.utils.state import TaskInstanceState
-
-    dispatch = module.handle_event_submit
-    if getattr(dispatch.registry.get(TaskSkippedEvent), "dbtflow_upstream_failed", False):
-        return
-    airflows_own = dispatch.dispatch(BaseTaskEndEvent)
 
     def submit(event: TaskSkippedEvent, *, task_instance: Any, session: Any) -> None:
         if (event.xcoms or {}).get(MARKER) != UPSTREAM_FAILED:
@@ -87,5 +78,4 @@ def _register(module: ModuleType) -> None:
         task_instance.set_state(TaskInstanceState.UPSTREAM_FAILED, session=session)
         session.flush()
 
-    submit.dbtflow_upstream_failed = True  # type: ignore[attr-defined]
-    dispatch.register(TaskSkippedEvent, submit)
+    return submit

@@ -26,6 +26,29 @@ from dbtflow.project.status import NodeStatus
 ASSET_RESOURCE_TYPES = ("model", "seed", "snapshot")
 
 
+def event_extra(
+    unique_id: str,
+    status: str,
+    execution_s: float | None,
+    rows_affected: int | None,
+    invocation_id: str | None,
+    build: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``extra`` of a build's asset event: the build's facts (issue 17), with ``build``'s
+    ``dag_id``, ``run_id``, ``task_id`` and ``try_number``; ``rows_affected`` when the adapter
+    reported it. Every emitter of asset events builds it here."""
+    extra: dict[str, Any] = {
+        "unique_id": unique_id,
+        "status": status,
+        "execution_time_s": round(float(execution_s or 0.0), 3),
+        "invocation_id": invocation_id,
+        **build,
+    }
+    if rows_affected is not None:
+        extra["rows_affected"] = int(rows_affected)
+    return extra
+
+
 def unemitted_builds(
     history: History, dag_id: str, run_id: str, *, task_id: str | None = None, try_number: int | None = None
 ) -> dict[str, Any]:
