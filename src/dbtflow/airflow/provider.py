@@ -4,7 +4,7 @@ Airflow finds it through the ``apache_airflow_provider`` entry point in ``pyproj
 Airflow command reads it before it runs, which makes it the one place dbtflow's code runs in the
 ``airflow triggerer`` process itself: there it installs
 ``triggerer_cache.install_in_supervisor``, ``trigger_workloads``, the ``upstream_failed``
-and ``node_assets`` handlers and ``success_callbacks``.
+and ``node_assets`` handlers, ``success_callbacks`` and ``triggerer_passes``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ def get_provider_info() -> dict[str, Any]:
         success_callbacks,
         trigger_workloads,
         triggerer_cache,
+        triggerer_passes,
         upstream_failed,
     )
 
@@ -28,6 +29,7 @@ def get_provider_info() -> dict[str, Any]:
     upstream_failed.install_in_triggerer()
     success_callbacks.install_in_triggerer()
     node_assets.install_in_triggerer()
+    triggerer_passes.install_in_triggerer()
     return {
         "package-name": "dbtflow",
         "name": "dbtflow",

@@ -1,0 +1,68 @@
+"""The triggerer's supervisor reads and cleans its trigger list at most once a second.
+
+Airflow 3.3's ``TriggerRunnerSupervisor.run_once`` runs ``load_triggers`` (``Trigger.assign_unassigned``:
+a count, three sorted selects and a commit; then ``Trigger.ids_for_triggerer``) and ``clean_unused``
+(an update of task instances and a delete of triggers) on every pass, and a pass ends as soon as
+the trigger runner writes anything: a task's log record, its state sync, a request. While
+dbtflow's node tasks end in the triggerer one after another, passes come several times a second,
+and those queries were 28 % of the triggerer's CPU at 100 nodes (py-spy, GIL samples, PostgreSQL
+metadata, 2026-12-03), next to 40 % for applying the events themselves.
+
+Here a pass applies its trigger events and failures as before (``handle_events``,
+``handle_failed_triggers``: a task still ends as soon as its trigger fires), but reads and cleans
+the trigger list only when a second has passed since it last did. The two keep Airflow's order:
+the clean comes right before the read, after every event handled so far, so that a trigger that
+fired is deleted before the read could hand it to the runner again. A new trigger (a task that
+deferred) reaches the runner within a second more at most, as Airflow's own pass takes one second
+when nothing happens.
+
+- **Airflow internal:** ``airflow.jobs.triggerer_job_runner.TriggerRunnerSupervisor.run_once``
+  (its body: ``load_triggers``, ``_service_subprocess(1)``, ``handle_events``,
+  ``handle_failed_triggers``, ``clean_unused``, ``heartbeat``, ``emit_metrics``),
+  apache-airflow-core 3.3 (3.3.2 read); ``tests/airflow/test_triggerer_passes.py`` fails when it
+  changes. Installed in ``airflow triggerer`` processes only (through dbtflow's provider
+  information), for every trigger there.
+- **Upstream:** no Airflow issue found as of 2026-12-03. **Remove it when** the triggerer reads its
+  trigger list on a timer rather than on every pass.
+"""
+
+from __future__ import annotations
+
+import time
+from types import ModuleType
+from typing import Any
+
+from dbtflow.airflow.after_import import after_import, in_triggerer
+
+RUNNER_MODULE = "airflow.jobs.triggerer_job_runner"
+#: At most one read and clean of the trigger list per this many seconds.
+LIST_EVERY_S = 1.0
+
+
+def install_in_triggerer() -> None:
+    """Patch ``run_once`` in an ``airflow triggerer`` process (from the provider information)."""
+    if in_triggerer():
+        after_import(RUNNER_MODULE, patch)
+
+
+def patch(module: ModuleType) -> None:
+    supervisor = module.TriggerRunnerSupervisor
+    if getattr(supervisor.run_once, "dbtflow_passes", False):
+        return
+
+    def run_once(self: Any) -> None:
+        now = time.monotonic()
+        due = now - getattr(self, "_dbtflow_listed_at", float("-inf")) >= LIST_EVERY_S
+        if due:
+            self._dbtflow_listed_at = now
+            self.clean_unused()
+            self.load_triggers()
+        self._service_subprocess(1)
+        self.handle_events()
+        self.handle_failed_triggers()
+        self.heartbeat()
+        self.emit_metrics()
+
+    run_once.dbtflow_passes = True  # type: ignore[attr-defined]
+    run_once.__wrapped__ = supervisor.run_once  # type: ignore[attr-defined]
+    supervisor.run_once = run_once
