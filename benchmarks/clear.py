@@ -12,6 +12,12 @@ in the embedded Airflow's database (as a clear that leaves it out) and ``dbtflow
 --no-head-start`` clears the rest and runs them. Measured: that retry (a new process: Airflow's
 start-up included), and ``dbt build --select model+`` on the same DuckDB file. Not run by the
 tests; ``python -m benchmarks.clear [--repeats N]`` prints the table, ``make bench`` may add it.
+
+``--scheduler`` measures the clear where the issue measured it: under a real deployment
+(``dbtflow.testing.deployment``, PostgreSQL metadata). The DAG runs and fails; the table is
+created; every failed and upstream-failed task of the run is cleared with its downstream through
+the REST API (what ``dbtflow retry --remote`` does). Measured: clear to the end of the run, and
+the CPU of every Airflow component's process tree (the tasks and dbt included) over that time.
 """
 
 from __future__ import annotations
@@ -19,8 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -29,6 +40,7 @@ from benchmarks.harness import BIN, THREADS, WORK, Result, log, timed_cpu
 from benchmarks.projects import Project, fresh_database
 from benchmarks.report import replace_section
 from benchmarks.scenarios import dbtflow_env
+from dbtflow.state.store import StateStore
 
 HEADING = "## Clearing a fixed failure and its dependants"
 MODELS = 60
@@ -100,6 +112,76 @@ def measure(repeats: int) -> tuple[str, int, Result, Result]:
     return failing, dependants, clear, bare
 
 
+def _clear_failed(airflow: Any, dag_id: str, run_id: str) -> list[str]:
+    """Clear the run's failed and upstream-failed tasks with their downstream (as ``dbtflow retry
+    --remote`` does); the cleared task ids."""
+    failed = sorted(
+        ti["task_id"]
+        for ti in airflow.task_instances(dag_id, run_id)
+        if ti.get("state") in ("failed", "upstream_failed")
+    )
+    body = {
+        "dry_run": False,
+        "dag_run_id": run_id,
+        "task_ids": failed,
+        "only_failed": False,
+        "include_downstream": True,
+        "reset_dag_runs": True,
+    }
+    answer = airflow.write("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", json=body)
+    return sorted({ti["task_id"] for ti in answer["task_instances"]})
+
+
+def measure_under_scheduler(repeats: int) -> tuple[str, int, Result, Result]:
+    """As ``measure``, with the clear made through a real deployment's REST API."""
+    from benchmarks.scheduler import DBTFLOW_DAG, _tree_cpu, metadata_database
+    from dbtflow.testing.deployment import airflow_deployment
+
+    project, failing, dependants = _project()
+    clear, bare = Result("clear under a scheduler"), Result("dbt build --select")
+    dbt = str(BIN / "dbt")
+    for _ in range(repeats):
+        root = Path(tempfile.mkdtemp(prefix="clear-sched-", dir=WORK))
+        dags = root / "dags"
+        dags.mkdir()
+        dag_id = "clear60"
+        database = fresh_database(project)
+        (dags / f"{dag_id}.py").write_text(DBTFLOW_DAG.format(path=str(project.path), dag_id=dag_id))
+        env = {**dbtflow_env(project, database), "DBTFLOW_HOME": str(root / "dbtflow")}
+        env = {k: v for k, v in env.items() if not k.startswith("AIRFLOW")}
+        with (
+            metadata_database("postgres", f"bench_{root.name}") as metadata_url,
+            airflow_deployment(root / "airflow", dags, env, metadata_url=metadata_url) as airflow,
+        ):
+            airflow.wait_for_dag(dag_id, timeout=900)
+            run_id = airflow.trigger(dag_id)
+            assert airflow.wait_for_run(dag_id, run_id, timeout=900) == "failed", "the late model should fail"
+            with duckdb.connect(str(database)) as con:
+                con.execute("create table main.late_input as select 1 as n")
+            before = _tree_cpu(airflow.processes)
+            started = time.monotonic()
+            cleared = _clear_failed(airflow, dag_id, run_id)
+            state = airflow.wait_for_run(dag_id, run_id, timeout=900)
+            clear.seconds.append(time.monotonic() - started)
+            after = _tree_cpu(airflow.processes)
+            clear.cpu.append(sum(after.values()) - sum(before.get(k, 0.0) for k in after))
+            invocations = StateStore(f"sqlite:///{root / 'dbtflow' / 'state.db'}").invocations_of_run(
+                dag_id, run_id
+            )
+            log(
+                f"clear of {len(cleared)} tasks: run {state}; dbt invocations of the run: "
+                + ", ".join(f"{i.task_id} try {i.try_number} ({i.state})" for i in invocations)
+            )
+        select = [dbt, "build", "--select", f"{failing}+", "--threads", THREADS]
+        select += ["--project-dir", str(project.path), "--profiles-dir", str(project.path)]
+        wall, cpu = timed_cpu(select, env=project.env(database), cwd=project.path)
+        bare.seconds.append(wall)
+        bare.cpu.append(cpu)
+        shutil.rmtree(root, ignore_errors=True)
+        log(f"clear of {failing} and {dependants} dependants: {clear.cell()} vs dbt {bare.cell()}")
+    return failing, dependants, clear, bare
+
+
 def table(failing: str, dependants: int, clear: Result, bare: Result) -> list[str]:
     ratio = cpu_ratio = "-"
     if clear.median and bare.median:
@@ -121,6 +203,19 @@ def table(failing: str, dependants: int, clear: Result, bare: Result) -> list[st
     ]
 
 
+def scheduler_table(failing: str, dependants: int, clear: Result, bare: Result) -> list[str]:
+    """The rows of the clear under a real deployment (see the module docstring)."""
+    ratio = f"{clear.median / bare.median:.2f}x" if clear.median and bare.median else "-"
+    cpu_ratio = f"{clear.median_cpu / bare.median_cpu:.2f}x" if clear.median_cpu and bare.median_cpu else "-"
+    return [
+        "| nodes | clear under a scheduler (CPU of all components) | dbt build --select | wall ratio |"
+        " CPU ratio |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {failing} + {dependants} | {clear.cell()} ({clear.cpu_cell()}) | {bare.cell()} "
+        f"({bare.cpu_cell()}) | {ratio} | {cpu_ratio} |",
+    ]
+
+
 def update(report: str, repeats: int) -> str:
     """``report`` with this scenario's section, measured now (``make bench``)."""
     return replace_section(report, HEADING, table(*measure(repeats)))
@@ -129,7 +224,11 @@ def update(report: str, repeats: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scheduler", action="store_true", help="the clear under a real deployment")
     args = parser.parse_args()
+    if args.scheduler:
+        print("\n".join(scheduler_table(*measure_under_scheduler(args.repeats))))
+        return
     print("\n".join(table(*measure(args.repeats))))
 
 
