@@ -34,7 +34,8 @@ def shares(path: Path, top: int, match: str | None) -> str:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        process = frames[0][:70] if frames[0].startswith("process") else "?"
+        # py-spy names the processes it followed (--subprocesses), not the one it was given.
+        process = frames[0][:70] if frames[0].startswith("process ") else "the recorded process"
         by_process[process] += count
         seen = {_name(f) for f in frames[1:]}
         bucket = inclusive.setdefault(process, Counter())
