@@ -14,6 +14,7 @@ import textwrap
 import time
 from types import SimpleNamespace
 
+import attrs
 from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor
 
 from dbtflow.airflow import triggerer_passes
@@ -51,6 +52,8 @@ def test_each_pass_applies_events_and_the_list_is_read_after_a_clean_once_a_seco
     only on the first pass of each second (the clean after every event handled so far)."""
     calls: list[str] = []
 
+    # Slotted, as Airflow's supervisor is (an attrs class): the patch may set no attribute on it.
+    @attrs.define(slots=True, init=False)
     class Recording(TriggerRunnerSupervisor):  # the methods that touch the database or the runner
         def __init__(self) -> None:
             pass
@@ -78,6 +81,7 @@ def test_each_pass_applies_events_and_the_list_is_read_after_a_clean_once_a_seco
 
     triggerer_passes.patch(SimpleNamespace(TriggerRunnerSupervisor=Recording))
     supervisor = Recording()
+    assert not hasattr(supervisor, "__dict__")
     every_pass = [
         "_service_subprocess",
         "handle_events",

@@ -37,6 +37,8 @@ from dbtflow.airflow.after_import import after_import, in_triggerer
 RUNNER_MODULE = "airflow.jobs.triggerer_job_runner"
 #: At most one read and clean of the trigger list per this many seconds.
 LIST_EVERY_S = 1.0
+#: When each supervisor (by id) last read its trigger list: one per triggerer process.
+_listed_at: dict[int, float] = {}
 
 
 def install_in_triggerer() -> None:
@@ -52,9 +54,10 @@ def patch(module: ModuleType) -> None:
 
     def run_once(self: Any) -> None:
         now = time.monotonic()
-        due = now - getattr(self, "_dbtflow_listed_at", float("-inf")) >= LIST_EVERY_S
+        # Kept here, not on the supervisor: it is an attrs class with slots.
+        due = now - _listed_at.get(id(self), float("-inf")) >= LIST_EVERY_S
         if due:
-            self._dbtflow_listed_at = now
+            _listed_at[id(self)] = now
             self.clean_unused()
             self.load_triggers()
         self._service_subprocess(1)
