@@ -166,10 +166,10 @@ class NodeResultTrigger(BaseTrigger):
     async def _outcome(self, store: StateStore, feed: RunFeed, try_number: int) -> TriggerEvent:
         """Wait on the feed until the task can end (or must run alone); the event that says so."""
         watch = Watch()
-        wanted, seen, again, on_tasks = frozenset(self.nodes), 0, False, False
+        wanted, seen, again, every = frozenset(self.nodes), 0, False, None
         while True:
             # Woken only when what this decision reads changed, or (again) at the next reading.
-            snapshot = await feed.next(wanted, after=seen, any_newer=again, on_task_states=on_tasks)
+            snapshot = await feed.next(wanted, after=seen, any_newer=again, task_states_every_s=every)
             seen, dead_before = snapshot.version, len(watch.seen_dead)
             decision: Decision = decide_from(
                 snapshot.states,
@@ -190,9 +190,9 @@ class NodeResultTrigger(BaseTrigger):
                 # A death seen for the first time is believed on the next reading, even if it
                 # holds the same; task states asked for come with the next reading.
                 again = decision.needs_task_states or len(watch.seen_dead) > dead_before
-                on_tasks = decision.on_task_states
+                every = decision.task_states_every_s
                 continue
-            again = on_tasks = False
+            again, every = False, None
             if decision.action is Action.REPORT:
                 ids = [r.id for r in decision.results]
                 if not await asyncio.to_thread(store.consume, ids, try_number):

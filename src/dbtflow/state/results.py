@@ -12,7 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,38 +57,49 @@ def stored_of(row: Any) -> StoredResult:
     )
 
 
-#: The parsed result and log lines of rows already read, by database, row id and invocation (a
-#: database made again may reuse row ids; invocation ids are never reused): they never change
-#: once recorded (only ``consumed_by`` does). The tasks of a run waiting in one process
-#: read the states of the whole run at every interval; parsing every row's JSON each time was,
-#: at 500 nodes, most of the trigger runner's own work (py-spy, 2026-12-03).
-_parsed: OrderedDict[tuple[str, int, str], tuple[NodeResult, list[str]]] = OrderedDict()
+#: The rows already read, parsed, by database, row id and invocation (a database made again may
+#: reuse row ids; invocation ids are never reused): a row's result and log never change once
+#: recorded (only ``consumed_by`` does, and a changed one is made again). The tasks of a run waiting
+#: in one process read the states of the whole run at every interval: parsing every row's JSON
+#: each time was, at 500 nodes, most of the trigger runner's own work, and making a
+#: ``StoredResult`` for each of the run's rows at each reading still 1/3 of the runner's CPU at
+#: 1000 (py-spy, 2026-12-03).
+_parsed: OrderedDict[tuple[str, int, str], StoredResult] = OrderedDict()
 _parsed_lock = threading.Lock()
 KEEP_PARSED = 50_000
 
 
-def _parsed_results(
-    conn: Connection, database: str, rows: Sequence[tuple[int, str]]
-) -> dict[int, tuple[NodeResult, list[str]]]:
-    """The parsed result and log of each (row id, invocation id): remembered, or read now."""
-    found: dict[int, tuple[NodeResult, list[str]]] = {}
-    invocation_of = dict(rows)
+def _stored_results(conn: Connection, database: str, rows: Sequence[Any]) -> dict[int, StoredResult]:
+    """The ``StoredResult`` of each key row (``id``, ``invocation_id``, ``consumed_by``):
+    remembered, or read now."""
+    found: dict[int, StoredResult] = {}
     with _parsed_lock:
-        for row_id, invocation_id in rows:
-            known = _parsed.get((database, row_id, invocation_id))
+        for row in rows:
+            known = _parsed.get((database, row.id, row.invocation_id))
             if known is not None:
-                found[row_id] = known
-    missing = [row_id for row_id, _ in rows if row_id not in found]
-    for start in range(0, len(missing), 500):
-        chunk = missing[start : start + 500]
-        for row in conn.execute(
+                if known.consumed_by != row.consumed_by:
+                    known = replace(known, consumed_by=row.consumed_by)
+                    _parsed[(database, row.id, row.invocation_id)] = known
+                found[row.id] = known
+    missing = {row.id: row for row in rows if row.id not in found}
+    ids = list(missing)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        for read in conn.execute(
             sa.select(results.c.id, results.c.result, results.c.log).where(results.c.id.in_(chunk))
         ):
-            found[row.id] = (NodeResult.from_dict(json.loads(row.result)), json.loads(row.log))
+            key = missing[read.id]
+            found[read.id] = StoredResult(
+                read.id,
+                key.invocation_id,
+                NodeResult.from_dict(json.loads(read.result)),
+                json.loads(read.log),
+                key.consumed_by,
+            )
     with _parsed_lock:
-        for row_id in missing:
+        for row_id, key in missing.items():
             if row_id in found:  # (not deleted meanwhile by the state's retention)
-                _parsed[(database, row_id, invocation_of[row_id])] = found[row_id]
+                _parsed[(database, row_id, key.invocation_id)] = found[row_id]
         while len(_parsed) > KEEP_PARSED:
             _parsed.popitem(last=False)
     return found
@@ -146,9 +157,7 @@ class Results:
                 .order_by(results.c.id)
             ).all()
             newest_keys = {row.unique_id: row for row in keys}
-            parsed = _parsed_results(
-                conn, str(self.engine.url), [(row.id, row.invocation_id) for row in newest_keys.values()]
-            )
+            stored = _stored_results(conn, str(self.engine.url), list(newest_keys.values()))
             claim_rows = conn.execute(
                 sa.select(claims.c.unique_id, invocations)
                 .select_from(claims.join(invocations, claims.c.invocation_id == invocations.c.id))
@@ -168,11 +177,7 @@ class Results:
         # One InvocationInfo per invocation, so its liveness is looked at once per reading.
         infos: dict[str, InvocationInfo] = {}
         return NodeStates(
-            newest={
-                unique_id: StoredResult(row.id, row.invocation_id, *parsed[row.id], row.consumed_by)
-                for unique_id, row in newest_keys.items()
-                if row.id in parsed
-            },
+            newest={unique_id: stored[row.id] for unique_id, row in newest_keys.items() if row.id in stored},
             holders={row.unique_id: infos.setdefault(row.id, info_of(row)) for row in claim_rows},
             producer_alive=any(info_of(row).alive for row in producer_rows),
         )

@@ -7,9 +7,12 @@ them together over one engine (``dbtflow.state.engine``), so that a caller holds
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
-from dbtflow.settings import dbtflow_home, state_url
+from dbtflow.settings import HOME, dbtflow_home, state_url
 from dbtflow.state.claims import Claims
 from dbtflow.state.engine import Pooling, sql_engine
 from dbtflow.state.invocations import Invocations
@@ -26,9 +29,17 @@ def default_url() -> str:
     url = state_url()
     if url:
         return url
-    home = dbtflow_home()
+    home = _home_of(os.environ.get(HOME), os.environ.get("HOME"))
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'state.db'}"
+
+
+@functools.lru_cache(maxsize=16)
+def _home_of(dbtflow_home_env: str | None, user_home_env: str | None) -> Path:
+    """``dbtflow_home()`` for these environment values, resolved once: every trigger of a waiting
+    task makes a store, and resolving the folder's path each time was 2 % of the triggerer's CPU
+    at 1000 nodes (py-spy, 2026-12-03)."""
+    return dbtflow_home()
 
 
 class StateStore(Invocations, Claims, Results, Relations, TryArtifacts, Retention):
