@@ -161,11 +161,6 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         # on a loaded machine that takes longer than Airflow's 30 s default.
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "180",
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
-        # For prompt recovery after a scheduler restart, the tasks of a dead scheduler are reset
-        # at this interval (default 300 s; the README recommends 30 s), once its heartbeat is
-        # older than scheduler_health_check_threshold (30 s). Shorter here: the outcome is the
-        # same, sooner.
-        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
     }
     (tmp_path / "dbtflow").mkdir()
     history = History(f"sqlite:///{tmp_path / 'dbtflow' / 'history.db'}")
@@ -332,6 +327,12 @@ def test_streamed_dag_under_a_real_scheduler(tmp_path: Path) -> None:
         airflow.start("triggerer")
         state = airflow.wait_for_run("sched_killed", run_id)
         assert state == "success", airflow.tasks("sched_killed", run_id)
+        # The restarted scheduler and triggerer ended their dead predecessors' jobs at start
+        # (dbtflow.airflow.dead_jobs), so the killed dbt_build was reset and the waiting node
+        # tasks taken over at once, not after Airflow's orphan check (300 s by default).
+        for component, job_type in (("scheduler", "SchedulerJob"), ("triggerer", "TriggererJob")):
+            logged = (airflow.home / f"{component}.log").read_text()
+            assert f"dbtflow: ended {job_type} job(s)" in logged, component
         records = [r for r in history.runs("sched_killed") if r.run_id == run_id]
         builds = Counter(r.unique_id for r in records if r.status == "success")
         assert builds and max(builds.values()) == 1, builds

@@ -4,7 +4,8 @@ Airflow finds it through the ``apache_airflow_provider`` entry point in ``pyproj
 Airflow command reads it before it runs, which makes it the one place dbtflow's code runs in the
 ``airflow triggerer`` process itself: there it installs
 ``triggerer_cache.install_in_supervisor``, ``trigger_workloads``, the ``upstream_failed``
-and ``node_assets`` handlers, ``success_callbacks`` and ``triggerer_passes``.
+and ``node_assets`` handlers, ``success_callbacks`` and ``triggerer_passes``; in ``airflow
+scheduler`` and ``airflow triggerer``, ``dead_jobs``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dbtflow import __version__
 
 def get_provider_info() -> dict[str, Any]:
     from dbtflow.airflow import (
+        dead_jobs,
         node_assets,
         success_callbacks,
         trigger_workloads,
@@ -30,6 +32,7 @@ def get_provider_info() -> dict[str, Any]:
     success_callbacks.install_in_triggerer()
     node_assets.install_in_triggerer()
     triggerer_passes.install_in_triggerer()
+    dead_jobs.install()
     return {
         "package-name": "dbtflow",
         "name": "dbtflow",
