@@ -31,7 +31,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
@@ -40,6 +39,7 @@ from benchmarks.harness import BIN, THREADS, WORK, Result, log, timed_cpu
 from benchmarks.projects import Project, fresh_database
 from benchmarks.report import replace_section
 from benchmarks.scenarios import dbtflow_env
+from dbtflow.runner.remote import AirflowApi, ApiCredentials
 from dbtflow.state.store import StateStore
 
 HEADING = "## Clearing a fixed failure and its dependants"
@@ -112,26 +112,6 @@ def measure(repeats: int) -> tuple[str, int, Result, Result]:
     return failing, dependants, clear, bare
 
 
-def _clear_failed(airflow: Any, dag_id: str, run_id: str) -> list[str]:
-    """Clear the run's failed and upstream-failed tasks with their downstream (as ``dbtflow retry
-    --remote`` does); the cleared task ids."""
-    failed = sorted(
-        ti["task_id"]
-        for ti in airflow.task_instances(dag_id, run_id)
-        if ti.get("state") in ("failed", "upstream_failed")
-    )
-    body = {
-        "dry_run": False,
-        "dag_run_id": run_id,
-        "task_ids": failed,
-        "only_failed": False,
-        "include_downstream": True,
-        "reset_dag_runs": True,
-    }
-    answer = airflow.write("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", json=body)
-    return sorted({ti["task_id"] for ti in answer["task_instances"]})
-
-
 def measure_under_scheduler(repeats: int) -> tuple[str, int, Result, Result]:
     """As ``measure``, with the clear made through a real deployment's REST API."""
     from benchmarks.scheduler import DBTFLOW_DAG, _tree_cpu, metadata_database
@@ -160,7 +140,11 @@ def measure_under_scheduler(repeats: int) -> tuple[str, int, Result, Result]:
                 con.execute("create table main.late_input as select 1 as n")
             before = _tree_cpu(airflow.processes)
             started = time.monotonic()
-            cleared = _clear_failed(airflow, dag_id, run_id)
+            api = AirflowApi(airflow.api_url, ApiCredentials())  # what `dbtflow retry --remote` calls
+            try:
+                cleared = api.clear_failed(dag_id, run_id)
+            finally:
+                api.close()
             state = airflow.wait_for_run(dag_id, run_id, timeout=900)
             clear.seconds.append(time.monotonic() - started)
             after = _tree_cpu(airflow.processes)

@@ -23,6 +23,7 @@ from airflow.models.trigger import Trigger
 from airflow.utils.session import create_session
 from airflow.utils.state import JobState
 
+from airflow_command import printed_after_command
 from dbtflow.airflow import dead_jobs
 
 
@@ -114,12 +115,9 @@ def test_a_scheduler_of_another_airflow_does_not_count(tmp_path: Path) -> None:
 @pytest.mark.parametrize("command", ["scheduler", "triggerer"])
 def test_the_command_installs_it(command: str) -> None:
     module, runner = dead_jobs.COMMANDS[command][1:]
-    script = (
-        f"import sys; sys.argv = ['airflow', {command!r}];"
-        "from airflow.cli import cli_parser; cli_parser.get_parser();"
-        f"from {module} import {runner} as R;"
-        "print(getattr(R._execute, 'dbtflow_dead_jobs', False))"
+    printed = printed_after_command(
+        command,
+        f"from {module} import {runner} as R",
+        "print(getattr(R._execute, 'dbtflow_dead_jobs', False))",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "True"
+    assert printed == "True"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from airflow.triggers.base import BaseTaskEndEvent, TaskSuccessEvent
 
+from airflow_command import printed_after_command
 from dbtflow.airflow import node_assets
 from dbtflow.monitoring.history import History, asset_emissions
 
@@ -53,15 +54,13 @@ def test_the_handler_is_registered_beside_airflows_own() -> None:
 
 
 def test_the_triggerer_command_registers_it_when_airflow_imports_its_models() -> None:
-    script = (
-        "import sys; sys.argv = ['airflow', 'triggerer'];"
-        "from airflow.cli import cli_parser; cli_parser.get_parser();"
-        "import airflow.jobs.triggerer_job_runner;"
-        "from dbtflow.airflow import node_assets; print(node_assets.supported())"
+    printed = printed_after_command(
+        "triggerer",
+        "import airflow.jobs.triggerer_job_runner",
+        "from dbtflow.airflow import node_assets",
+        "print(node_assets.supported())",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "True"
+    assert printed == "True"
 
 
 @pytest.mark.usefixtures("warehouse")

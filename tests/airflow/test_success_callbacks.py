@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from airflow_command import printed_after_command
 from dbtflow.airflow import success_callbacks
 
 from conftest import run_cli
@@ -105,15 +104,12 @@ def test_the_sink_drops_success_requests_and_keeps_failure_ones(airflow_db: Path
 
 def test_the_triggerer_command_installs_it() -> None:
     """In the order a real ``airflow triggerer`` runs: provider information first, the sink later."""
-    script = (
-        "import sys; sys.argv = ['airflow', 'triggerer'];"
-        "from airflow.cli import cli_parser; cli_parser.get_parser();"
-        "from airflow.callbacks.database_callback_sink import DatabaseCallbackSink as S;"
-        "print(getattr(S.send, 'dbtflow_drops_ignored', False))"
+    printed = printed_after_command(
+        "triggerer",
+        "from airflow.callbacks.database_callback_sink import DatabaseCallbackSink as S",
+        "print(getattr(S.send, 'dbtflow_drops_ignored', False))",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "True"
+    assert printed == "True"
 
 
 @pytest.mark.usefixtures("warehouse")

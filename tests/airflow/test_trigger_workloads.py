@@ -6,11 +6,10 @@ slimming on Airflow's own workload type, in the order a real ``airflow triggerer
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 
 from airflow.executors.workloads.trigger import RunTrigger
 
+from airflow_command import printed_after_command
 from dbtflow.airflow import trigger_workloads
 
 
@@ -60,12 +59,9 @@ def test_the_airflow_internals_it_relies_on_are_still_there() -> None:
 
 
 def test_the_triggerer_command_installs_it_when_airflow_imports_the_runner() -> None:
-    script = (
-        "import sys; sys.argv = ['airflow', 'triggerer'];"
-        "from airflow.cli import cli_parser; cli_parser.get_parser();"
-        "from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor as S;"
-        "print(getattr(S._create_workload, 'dbtflow_slim', False))"
+    printed = printed_after_command(
+        "triggerer",
+        "from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor as S",
+        "print(getattr(S._create_workload, 'dbtflow_slim', False))",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "True"
+    assert printed == "True"

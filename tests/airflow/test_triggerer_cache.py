@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from airflow_command import printed_after_command
 from dbtflow import DbtProject, dbt_dag
 from dbtflow.airflow import triggerer_cache
 
@@ -152,15 +153,10 @@ def test_the_triggerer_internal_it_patches_is_still_there() -> None:
 
 def test_the_triggerer_command_gets_the_cache_when_airflow_imports_its_models() -> None:
     """In the order a real ``airflow triggerer`` runs: provider information first, models later."""
-    import subprocess
-
-    script = (
-        "import sys; sys.argv = ['airflow', 'triggerer'];"
-        "from airflow.cli import cli_parser; cli_parser.get_parser();"
-        "assert 'dbtflow.airflow.provider' in sys.modules, 'provider information not read';"
-        "from airflow.models.serialized_dag import SerializedDagModel;"
-        "print(hasattr(SerializedDagModel.__dict__['dag'].fget, 'dbtflow_cache'))"
+    printed = printed_after_command(
+        "triggerer",
+        "assert 'dbtflow.airflow.provider' in sys.modules, 'provider information not read'",
+        "from airflow.models.serialized_dag import SerializedDagModel",
+        "print(hasattr(SerializedDagModel.__dict__['dag'].fget, 'dbtflow_cache'))",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "True"
+    assert printed == "True"

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import subprocess
-import sys
 import textwrap
 import time
 from types import SimpleNamespace
@@ -17,6 +15,7 @@ from types import SimpleNamespace
 import attrs
 from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor
 
+from airflow_command import printed_after_command
 from dbtflow.airflow import triggerer_passes
 
 AIRFLOWS_PASS = [
@@ -103,12 +102,9 @@ def test_each_pass_applies_events_and_the_list_is_read_after_a_clean_once_a_seco
 
 
 def test_the_triggerer_command_installs_it() -> None:
-    script = (
-        "import sys; sys.argv = ['airflow', 'triggerer'];"
-        "from airflow.cli import cli_parser; cli_parser.get_parser();"
-        "from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor as S;"
-        "print(getattr(S.run_once, 'dbtflow_passes', False))"
+    printed = printed_after_command(
+        "triggerer",
+        "from airflow.jobs.triggerer_job_runner import TriggerRunnerSupervisor as S",
+        "print(getattr(S.run_once, 'dbtflow_passes', False))",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "True"
+    assert printed == "True"

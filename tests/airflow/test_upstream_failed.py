@@ -7,11 +7,10 @@ internals the handler depends on, so that an Airflow upgrade that moves them fai
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
 
 from airflow.triggers.base import BaseTaskEndEvent, TaskSkippedEvent
 
+from airflow_command import printed_after_command
 from dbtflow.airflow import upstream_failed
 
 
@@ -48,12 +47,10 @@ def test_the_handler_is_registered_beside_airflows_own() -> None:
 
 def test_the_triggerer_command_registers_it_when_airflow_imports_its_models() -> None:
     """In the order a real ``airflow triggerer`` runs: provider information first, models later."""
-    script = (
-        "import sys; sys.argv = ['airflow', 'triggerer'];"
-        "from airflow.cli import cli_parser; cli_parser.get_parser();"
-        "import airflow.jobs.triggerer_job_runner;"
-        "from dbtflow.airflow import upstream_failed; print(upstream_failed.supported())"
+    printed = printed_after_command(
+        "triggerer",
+        "import airflow.jobs.triggerer_job_runner",
+        "from dbtflow.airflow import upstream_failed",
+        "print(upstream_failed.supported())",
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "True"
+    assert printed == "True"
