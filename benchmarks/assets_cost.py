@@ -33,11 +33,14 @@ VARIANTS = ("no assets, no lineage", "assets", "assets + OpenLineage")
 
 class _Receiver(BaseHTTPRequestHandler):
     received = 0
+    #: Keeps connections open, as a lineage server (Marquez, a collector) does.
+    protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).received += 1
         self.send_response(200)
+        self.send_header("Content-Length", "0")
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -9,30 +9,30 @@ and a parent facet pointing to the Airflow task's OpenLineage run (the provider'
 make its ids). They are sent from where a node's result becomes known on the worker (the
 producer's results callback, or a build task's results, or the dbt process that ``dbtflow run``
 forks for the producer, which has no task context: ``run_parent`` makes the same parent ids from
-the DAG run as the provider's macros do), on a thread of their own so that a slow receiver never
-holds up dbt's results. Nothing happens unless the provider is installed and configured
+the DAG run as the provider's macros do), by a process of their own
+(``dbtflow.airflow.lineage_sender``), so that neither a slow receiver nor the work of sending
+holds up dbt. Nothing happens unless the provider is installed and configured
 (``[openlineage] transport``, as for the rest of Airflow).
 
 The forked dbt of ``dbtflow run`` has not imported Airflow, and importing it there for the
 provider's adapter cost most of lineage's CPU (py-spy, 2026-12-03: the import took about two
-thirds of the lineage thread's samples, on the cores dbt runs on, and the run's end waited for
-the thread to catch up). So the runner resolves the client configuration as the provider does
-(``client_config``) and hands it over with the parent (``run_parent``): that process sends with
-the OpenLineage client alone.
+thirds of the lineage thread's samples, on the cores dbt runs on). So the runner resolves the
+client configuration as the provider does (``client_config``) and hands it over with the parent
+(``run_parent``): that process sends with the OpenLineage client alone.
 A task on a worker, where Airflow is loaded anyway, sends through the provider's adapter (which
-also redacts the secrets the task registered).
+also redacts the secrets the task registered), made in the task's own process before the sender
+starts.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from dbtflow.airflow.lineage_sender import SenderProcess, settle_http_session
 from dbtflow.project.config import DbtProject
 from dbtflow.project.graph import DbtGraph
 from dbtflow.project.manifest import load_graph, load_manifest
@@ -138,35 +138,64 @@ class NodeLineage:
     OpenLineage client alone when the parent carries a ``client_config`` (``run_parent``), else
     through the provider's adapter."""
 
-    def __init__(self, project: DbtProject, parent: dict[str, Any], log: Any) -> None:
+    def __init__(
+        self,
+        project: DbtProject,
+        parent: dict[str, Any],
+        log: Any,
+        *,
+        graph: DbtGraph | None = None,
+        manifest: Any = None,
+    ) -> None:
         self.project = project
         self.log = log
         self.dag_id = parent["dag_id"]
         self.namespace = parent["namespace"]
         self.parent = parent
         self.config: dict[str, Any] | None = parent.get("client_config")
-        self._graph: DbtGraph | None = None
+        # What the caller has loaded already is inherited by the sender, which loads the rest.
+        self._graph: DbtGraph | None = graph
         self._warehouse: Warehouse | None = None
-        self._manifest: Any = None
-        self.queue: queue.Queue[list[NodeResult] | None] = queue.Queue()
-        self.thread = threading.Thread(target=self._send, name="dbtflow-lineage", daemon=True)
-        self.thread.start()
+        self._manifest: Any = manifest
+        # The provider's adapter may read an Airflow connection, which a task does through its
+        # supervisor's channel: that happens here, in the task's process, never in the sender.
+        adapter = None if self.config is not None else self._adapter()
+        self.sender: SenderProcess[list[NodeResult]] | None = None
+        if adapter is not None or self.config is not None:
+            self.sender = SenderProcess(lambda: self._sender(adapter), log, name="lineage")
 
     def __call__(self, results: Sequence[NodeResult]) -> None:
-        self.queue.put([r for r in results if not r.skipped])
+        ran = [r for r in results if not r.skipped]
+        if ran and self.sender is not None:
+            self.sender.put(ran)
 
     def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join(DRAIN_TIMEOUT_S)
+        if self.sender is not None:
+            self.sender.close(DRAIN_TIMEOUT_S)
 
-    def _send(self) -> None:
-        # Imported here, off the caller's thread: its first results need not wait for that.
+    def _adapter(self) -> Any:
+        from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
+
+        adapter = OpenLineageAdapter()
         try:
-            emit = self._emitter()
+            settle_http_session(adapter.get_or_create_openlineage_client())
         except Exception as exc:  # lineage is a by-product: the run's outcome stands
             self.log.warning("Could not start sending OpenLineage events: %s", exc)
-            return
-        while (batch := self.queue.get()) is not None:
+            return None
+        return adapter
+
+    def _sender(self, adapter: Any) -> Callable[[list[NodeResult]], None]:
+        """In the sender process: the function that sends a batch of results' events."""
+        if adapter is not None:
+            emit = adapter.emit
+        else:
+            from openlineage.client import OpenLineageClient
+
+            client = OpenLineageClient(config=self.config or None)
+            settle_http_session(client)
+            emit = client.emit
+
+        def send(batch: list[NodeResult]) -> None:
             for result in batch:
                 try:
                     for event in self.events(result):
@@ -174,14 +203,7 @@ class NodeLineage:
                 except Exception as exc:  # lineage is a by-product: the run's outcome stands
                     self.log.warning("Could not send OpenLineage events for %s: %s", result.unique_id, exc)
 
-    def _emitter(self) -> Callable[[Any], Any]:
-        if self.config is not None:
-            from openlineage.client import OpenLineageClient
-
-            return OpenLineageClient(config=self.config or None).emit
-        from airflow.providers.openlineage.plugins.adapter import OpenLineageAdapter
-
-        return OpenLineageAdapter().emit
+        return send
 
     def _relations(self, uid: str) -> tuple[list[Relation], Relation | None]:
         if self._graph is None:
@@ -277,16 +299,19 @@ def node_lineage(
     also: ResultsCallback | None = None,
     *,
     parent: dict[str, Any] | None = None,
+    graph: DbtGraph | None = None,
+    manifest: Any = None,
 ) -> Iterator[ResultsCallback | None]:
     """A results callback that sends each node's events (and passes the results to ``also``), or
     ``also`` alone when OpenLineage is not configured or there is no task context. ``parent``
-    (from ``run_parent``) stands for the context where there is none."""
+    (from ``run_parent``) stands for the context where there is none; ``graph`` and
+    ``manifest``, when the caller has them, spare the sender loading them again."""
     if parent is None:
         if context is None or not lineage_enabled():
             yield also
             return
         parent = task_parent(context)
-    lineage = NodeLineage(project, parent, log)
+    lineage = NodeLineage(project, parent, log, graph=graph, manifest=manifest)
 
     def callback(results: Sequence[NodeResult]) -> None:
         if also is not None:

@@ -112,13 +112,14 @@ class DbtOperatorBase(BaseOperator):
         models build the batches of the DAG run's data interval (``dbtflow.airflow.event_time``)."""
         to_history = results_recorder(task, self.log)
         on_results = to_history if also_on_results is None else _both(to_history, also_on_results)
+        graph = load_graph(self.project)
         with (
             EventForwarder(task, also=on_event) as forwarder,
-            node_lineage(self.project, context, self.log, on_results) as with_lineage,
+            node_lineage(self.project, context, self.log, on_results, graph=graph) as with_lineage,
         ):
             return run_claimed_invocation(
                 self.project,
-                load_graph(self.project),
+                graph,
                 lambda: load_manifest(self.project),
                 self._store(),
                 task,

@@ -176,7 +176,15 @@ class ForkedDbt:
         parent = message.get("lineage_parent")
         with (
             EventForwarder(task) as forwarder,
-            node_lineage(self.project, None, _log, results_recorder(task, _log), parent=parent) as on_results,
+            node_lineage(
+                self.project,
+                None,
+                _log,
+                results_recorder(task, _log),
+                parent=parent,
+                graph=graph,
+                manifest=manifest,
+            ) as on_results,
         ):
             run_invocation(
                 self.project,
