@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from lineage_receiver import lineage_receiver
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
 
 from dbtflow.airflow.lineage_sender import SenderProcess, settle_http_session
+from lineage_receiver import lineage_receiver
 
 
 def _writer(out: Path) -> Callable[[], Callable[[str], None]]:
