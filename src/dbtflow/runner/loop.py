@@ -13,9 +13,9 @@ import getpass
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dbtflow.airflow import node_assets, success_callbacks, upstream_failed
 from dbtflow.airflow.lineage import stop_listeners
@@ -80,28 +80,66 @@ def scheduler_view(dag: Any) -> Any:
     return scheduler_dag
 
 
-def create_run(dag: Any, conf: dict[str, Any] | None = None) -> tuple[Any, Any]:
-    """Create a manual DAG run (state running, with ``conf``) and return it with the scheduler's
-    view of the DAG."""
-    from airflow import settings
-    from airflow.models.dagrun import DagRun, get_or_create_dagrun
+@dataclass(frozen=True)
+class PlannedRun:
+    """A manual DAG run chosen before it exists: its id, dates and data interval are all that the
+    head-start dbt needs (to claim its nodes and to name the run in lineage), so ``dbtflow run``
+    starts dbt on it while Airflow registers the DAG, then creates the run with these values."""
+
+    run_id: str
+    logical_date: datetime
+    data_interval_start: datetime
+    data_interval_end: datetime
+    conf: dict[str, Any] | None = None
+    #: As ``DagRun.clear_number`` of a run never cleared (``dbtflow.airflow.lineage.run_parent``).
+    clear_number: int = 0
+
+    @property
+    def run_after(self) -> datetime:
+        return self.logical_date
+
+
+def plan_run(dag: Any, conf: dict[str, Any] | None = None) -> PlannedRun:
+    """A manual run of ``dag`` starting now (with ``conf``), as ``airflow dags trigger`` makes one."""
+    from airflow.models.dagrun import DagRun
     from airflow.sdk import timezone
     from airflow.serialization.encoders import coerce_to_core_timetable
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+    from airflow.utils.types import DagRunType
+
+    now = timezone.utcnow()
+    interval = coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=now)
+    return PlannedRun(
+        run_id=DagRun.generate_run_id(run_type=DagRunType.MANUAL, logical_date=now, run_after=now),
+        logical_date=now,
+        data_interval_start=interval.start,
+        data_interval_end=interval.end,
+        conf=conf,
+    )
+
+
+def create_run(dag: Any, planned: PlannedRun) -> tuple[Any, Any]:
+    """Create the planned manual DAG run (state running) and return it with the scheduler's view
+    of the DAG."""
+    from airflow import settings
+    from airflow.models.dagrun import get_or_create_dagrun
+    from airflow.timetables.base import DataInterval
+    from airflow.utils.types import DagRunTriggeredByType
 
     scheduler_dag = scheduler_view(dag)
-    now = timezone.utcnow()
     session = settings.get_session()()
     run = get_or_create_dagrun(
         dag=scheduler_dag,
-        run_id=DagRun.generate_run_id(run_type=DagRunType.MANUAL, logical_date=now, run_after=now),
-        logical_date=now,
-        data_interval=coerce_to_core_timetable(dag.timetable).infer_manual_data_interval(run_after=now),
-        run_after=now,
-        conf=conf,
+        run_id=planned.run_id,
+        logical_date=planned.logical_date,
+        # Airflow's own values (pendulum DateTimes), as ``plan_run`` got them.
+        data_interval=DataInterval(
+            cast(Any, planned.data_interval_start), cast(Any, planned.data_interval_end)
+        ),
+        run_after=planned.run_after,
+        conf=planned.conf,
         triggered_by=DagRunTriggeredByType.CLI,
         triggering_user_name=getpass.getuser(),
-        start_date=now,
+        start_date=planned.logical_date,
         session=session,
     )
     session.commit()
