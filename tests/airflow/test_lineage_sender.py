@@ -1,4 +1,5 @@
-"""The process that sends OpenLineage events beside dbt, and the HTTP session it sends with."""
+"""The process that sends OpenLineage events beside dbt, the HTTP session it sends with, and a
+node lineage whose parent follows."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
 
+from dbtflow.airflow.lineage import NodeLineage
 from dbtflow.airflow.lineage_sender import SenderProcess, settle_http_session
+from dbtflow.project.config import DbtProject
+from dbtflow.project.results import NodeResult
 from lineage_receiver import lineage_receiver
 
 
@@ -126,3 +131,45 @@ def test_a_settled_session_still_reaches_the_receiver(monkeypatch: pytest.Monkey
         )
         client.emit(event)
         assert [e["job"]["name"] for e in receiver.events] == ["settled"]
+
+
+def _parent(receiver_url: str) -> dict[str, Any]:
+    return {
+        "dag_id": "follows",
+        "namespace": "dbtflow_tests",
+        "run_id": "0193c3b2-0000-7000-8000-000000000001",
+        "job_name": "follows.dbt_build",
+        "root_run_id": "0193c3b2-0000-7000-8000-000000000002",
+        "root_job_name": "follows",
+        "root_namespace": "dbtflow_tests",
+        "client_config": {"transport": {"type": "http", "url": receiver_url, "endpoint": "lineage"}},
+    }
+
+
+@pytest.mark.parametrize("parent_comes", [True, False])
+def test_results_before_a_following_parent_are_held_until_it_comes(
+    bikeshare_dir: Path, warehouse: Path, parent_comes: bool
+) -> None:
+    """``dbtflow run`` starts dbt before the DAG run exists; the lineage parent follows."""
+    project = DbtProject(bikeshare_dir)
+    results = [
+        NodeResult("seed.bikeshare.raw_trips", "success", started_at="2026-12-04T00:00:00Z"),
+        NodeResult("model.bikeshare.stg_trips", "error", message="boom"),
+    ]
+    with lineage_receiver() as receiver:
+        lineage = NodeLineage(project, None, logging.getLogger(__name__))
+        lineage(results)
+        lineage.set_parent(_parent(receiver.url) if parent_comes else None)
+        lineage([NodeResult("model.bikeshare.fct_trips", "success")])
+        lineage.close()
+        events = receiver.node_events("follows")
+    if not parent_comes:
+        assert events == {}
+        return
+    assert {uid: [e["eventType"] for e in found] for uid, found in events.items()} == {
+        "seed.bikeshare.raw_trips": ["START", "COMPLETE"],
+        "model.bikeshare.stg_trips": ["START", "FAIL"],
+        "model.bikeshare.fct_trips": ["START", "COMPLETE"],
+    }
+    parent = events["model.bikeshare.fct_trips"][0]["run"]["facets"]["parent"]
+    assert parent["run"]["runId"] == "0193c3b2-0000-7000-8000-000000000001"

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from dbtflow.airflow.lineage_sender import SenderProcess, settle_http_session
 from dbtflow.project.config import DbtProject
@@ -41,6 +41,8 @@ from dbtflow.project.results import NodeResult
 from dbtflow.state.task_try import TaskTry
 
 ResultsCallback = Callable[[Sequence[NodeResult]], None]
+#: What a node lineage's sender is given: ``("parent", dict | None)``, then ``("results", [...])``.
+_Item = tuple[str, Any]
 PRODUCER = "https://github.com/dbtflow/dbtflow"
 #: How long a task waits at its end for events still being sent.
 DRAIN_TIMEOUT_S = 30.0
@@ -136,12 +138,16 @@ def stop_listeners(component: Any) -> None:
 class NodeLineage:
     """Sends the START and COMPLETE/FAIL events of each node result it is given: with the
     OpenLineage client alone when the parent carries a ``client_config`` (``run_parent``), else
-    through the provider's adapter."""
+    through the provider's adapter.
+
+    The parent may follow (``parent=None``, then ``set_parent``): ``dbtflow run`` starts dbt before
+    the DAG run exists, and the parent is made from the run once Airflow has created it. Results
+    given before it are held by the sender; ``set_parent(None)`` drops them."""
 
     def __init__(
         self,
         project: DbtProject,
-        parent: dict[str, Any],
+        parent: dict[str, Any] | None,
         log: Any,
         *,
         graph: DbtGraph | None = None,
@@ -149,25 +155,31 @@ class NodeLineage:
     ) -> None:
         self.project = project
         self.log = log
-        self.dag_id = parent["dag_id"]
-        self.namespace = parent["namespace"]
-        self.parent = parent
-        self.config: dict[str, Any] | None = parent.get("client_config")
+        self.parent: dict[str, Any] = {}
+        self.dag_id = self.namespace = ""
         # What the caller has loaded already is inherited by the sender, which loads the rest.
         self._graph: DbtGraph | None = graph
         self._warehouse: Warehouse | None = None
         self._manifest: Any = manifest
         # The provider's adapter may read an Airflow connection, which a task does through its
-        # supervisor's channel: that happens here, in the task's process, never in the sender.
-        adapter = None if self.config is not None else self._adapter()
-        self.sender: SenderProcess[list[NodeResult]] | None = None
-        if adapter is not None or self.config is not None:
+        # supervisor's channel: that happens here, in the task's process, never in the sender. A
+        # parent that follows comes from ``run_parent``, with a client configuration.
+        adapter = None if parent is None or "client_config" in parent else self._adapter()
+        self.sender: SenderProcess[_Item] | None = None
+        if parent is None or adapter is not None or "client_config" in parent:
             self.sender = SenderProcess(lambda: self._sender(adapter), log, name="lineage")
+        if parent is not None:
+            self.set_parent(parent)
+
+    def set_parent(self, parent: dict[str, Any] | None) -> None:
+        """The parent of the node runs (``None``: none will come; what is held is dropped)."""
+        if self.sender is not None:
+            self.sender.put(("parent", parent))
 
     def __call__(self, results: Sequence[NodeResult]) -> None:
         ran = [r for r in results if not r.skipped]
         if ran and self.sender is not None:
-            self.sender.put(ran)
+            self.sender.put(("results", ran))
 
     def close(self) -> None:
         if self.sender is not None:
@@ -184,18 +196,30 @@ class NodeLineage:
             return None
         return adapter
 
-    def _sender(self, adapter: Any) -> Callable[[list[NodeResult]], None]:
-        """In the sender process: the function that sends a batch of results' events."""
-        if adapter is not None:
-            emit = adapter.emit
-        else:
-            from openlineage.client import OpenLineageClient
+    def _sender(self, adapter: Any) -> Callable[[_Item], None]:
+        """In the sender process: the function that takes the parent, then sends each batch of
+        results' events (holding the batches that come before the parent)."""
+        emit: Callable[[Any], Any] | None = None
+        held: list[list[NodeResult]] | None = []
 
-            client = OpenLineageClient(config=self.config or None)
-            settle_http_session(client)
-            emit = client.emit
+        def handle(item: _Item) -> None:
+            nonlocal emit, held
+            kind, value = item
+            if kind == "parent":
+                if value is None or held is None:
+                    held = None  # no parent: nothing is sent
+                    return
+                self._take_parent(value)
+                emit = self._emitter(adapter)
+                for batch in held:
+                    send(emit, batch)
+                held = None
+            elif emit is not None:
+                send(emit, value)
+            elif held is not None:
+                held.append(value)
 
-        def send(batch: list[NodeResult]) -> None:
+        def send(emit: Callable[[Any], Any], batch: list[NodeResult]) -> None:
             for result in batch:
                 try:
                     for event in self.events(result):
@@ -203,7 +227,21 @@ class NodeLineage:
                 except Exception as exc:  # lineage is a by-product: the run's outcome stands
                     self.log.warning("Could not send OpenLineage events for %s: %s", result.unique_id, exc)
 
-        return send
+        return handle
+
+    def _take_parent(self, parent: dict[str, Any]) -> None:
+        self.parent = parent
+        self.dag_id = parent["dag_id"]
+        self.namespace = parent["namespace"]
+
+    def _emitter(self, adapter: Any) -> Callable[[Any], Any]:
+        if adapter is not None:
+            return cast(Callable[[Any], Any], adapter.emit)
+        from openlineage.client import OpenLineageClient
+
+        client = OpenLineageClient(config=self.parent.get("client_config") or None)
+        settle_http_session(client)
+        return client.emit
 
     def _relations(self, uid: str) -> tuple[list[Relation], Relation | None]:
         if self._graph is None:

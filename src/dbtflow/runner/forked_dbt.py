@@ -2,10 +2,13 @@
 
 Importing Airflow and warming up its in-process API takes several seconds, and so does importing
 dbt. A ``ForkedDbt`` is forked before Airflow is imported: it imports dbt and loads the cached
-manifest on the second core while the runner starts Airflow. Once the DAG run exists, the runner
-tells it the run id and it starts the run's dbt invocation under the producer task's name,
-exactly as that task would. The producer task then starts in the triggerer (no
-worker needed) and attaches to this invocation: it ends when the invocation ends.
+manifest on the second core while the runner starts Airflow. Once the DAG is loaded and its run
+planned (``dbtflow.runner.loop.plan_run``), the runner tells it the run id and it starts the run's
+dbt invocation under the producer task's name, exactly as that task would, while Airflow
+registers the DAG and creates the run. The producer task then starts in the triggerer (no
+worker needed) and attaches to this invocation: it ends when the invocation ends. The parent of
+its OpenLineage events, made from the DAG run, may follow on a second line
+(``send_lineage_parent``).
 """
 
 from __future__ import annotations
@@ -15,15 +18,20 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dbtflow.project.config import DbtProject
 from dbtflow.project.event_time import EventTimeWindow
 from dbtflow.runner.processes import die_with_parent
 from dbtflow.state.task_try import TaskTry
+
+if TYPE_CHECKING:
+    from dbtflow.airflow.lineage import NodeLineage
+    from dbtflow.project.results import NodeResult
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +74,7 @@ class ForkedDbt:
         selection: Sequence[str] | None = None,
         skip_succeeded: bool = False,
         lineage_parent: dict[str, str] | None = None,
+        lineage_follows: bool = False,
         event_time: EventTimeWindow | None = None,
     ) -> None:
         """Claim ``nodes`` for this process, on behalf of ``task``, and let it run dbt on them.
@@ -73,7 +82,8 @@ class ForkedDbt:
         The claim is registered here, before the process may even have finished importing dbt, so
         every task of the run sees a live invocation from its first look. With
         ``lineage_parent`` (``dbtflow.airflow.lineage.run_parent``), each node's OpenLineage
-        events are sent as the producer task would send them. ``event_time`` is the DAG run's
+        events are sent as the producer task would send them; with ``lineage_follows``, that
+        parent comes later, through ``send_lineage_parent``. ``event_time`` is the DAG run's
         data interval (``dbtflow.project.event_time``), as the producer task would pass it.
         """
         from dbtflow.state.store import StateStore
@@ -90,9 +100,16 @@ class ForkedDbt:
                 "held": outcome.held_elsewhere,
                 "selection": None if selection is None else list(selection),
                 "lineage_parent": lineage_parent,
+                "lineage_follows": lineage_follows,
                 "event_time": None if event_time is None else event_time.to_json(),
-            }
+            },
+            close=not lineage_follows,
         )
+
+    def send_lineage_parent(self, parent: dict[str, Any] | None) -> None:
+        """The parent of the node runs' OpenLineage events, after ``start(..., lineage_follows=True)``
+        (``None``: none; the events held until now are dropped)."""
+        self._send({"lineage_parent": parent})
 
     def cancel(self) -> None:
         """Let the process exit without running dbt."""
@@ -135,21 +152,25 @@ class ForkedDbt:
         self.pid = None
         return os.waitstatus_to_exitcode(status)
 
-    def _send(self, message: dict[str, Any] | None) -> None:
+    def _send(self, message: dict[str, Any] | None, *, close: bool = True) -> None:
         if self._pipe is None:
             return
         try:
             if message is not None:
                 os.write(self._pipe, json.dumps(message).encode() + b"\n")
+        except BaseException:
+            close = True
+            raise
         finally:
-            os.close(self._pipe)
-            self._pipe = None
+            if close:
+                os.close(self._pipe)
+                self._pipe = None
 
     def _serve(self, read_end: int) -> None:  # pragma: no cover - runs in the child
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         import dbt.cli.main  # noqa: F401  (the slow import, done while Airflow starts)
 
-        from dbtflow.airflow.lineage import node_lineage
+        from dbtflow.airflow.lineage import NodeLineage
         from dbtflow.monitoring.forwarding import EventForwarder
         from dbtflow.monitoring.history import results_recorder
         from dbtflow.project.manifest import load_graph, load_manifest
@@ -159,9 +180,10 @@ class ForkedDbt:
         graph = load_graph(self.project)
         manifest = load_manifest(self.project)
         store = StateStore(self.state_url)
-        with os.fdopen(read_end, "rb") as pipe:
-            line = pipe.readline()
+        pipe = os.fdopen(read_end, "rb")
+        line = pipe.readline()
         if not line:
+            pipe.close()
             return
         message = json.loads(line)
         task = TaskTry(*message["key"])
@@ -172,29 +194,47 @@ class ForkedDbt:
             held_elsewhere=message["held"],
         )
         # The producer task's sinks, as its operator would wire them: log forwarding, history and
-        # (when configured) OpenLineage.
-        parent = message.get("lineage_parent")
-        with (
-            EventForwarder(task) as forwarder,
-            node_lineage(
-                self.project,
-                None,
-                _log,
-                results_recorder(task, _log),
-                parent=parent,
-                graph=graph,
-                manifest=manifest,
-            ) as on_results,
-        ):
-            run_invocation(
-                self.project,
-                graph,
-                lambda: manifest,
-                store,
-                outcome,
-                selection=message["selection"],
-                threads=self.threads,
-                on_event=forwarder,
-                on_results=on_results,
-                event_time=EventTimeWindow.from_json(message.get("event_time")),
+        # (when configured) OpenLineage, whose parent may follow on the pipe's next line.
+        parent, follows = message.get("lineage_parent"), bool(message.get("lineage_follows"))
+        lineage = None
+        if parent is not None or follows:
+            lineage = NodeLineage(self.project, parent, _log, graph=graph, manifest=manifest)
+        if follows and lineage is not None:
+            reader = threading.Thread(
+                target=_take_parent, args=(pipe, lineage), name="dbtflow-lineage-parent"
             )
+            reader.daemon = True
+            reader.start()
+        else:
+            pipe.close()
+        to_history = results_recorder(task, _log)
+
+        def on_results(results: Sequence[NodeResult]) -> None:
+            to_history(results)
+            if lineage is not None:
+                lineage(results)
+
+        try:
+            with EventForwarder(task) as forwarder:
+                run_invocation(
+                    self.project,
+                    graph,
+                    lambda: manifest,
+                    store,
+                    outcome,
+                    selection=message["selection"],
+                    threads=self.threads,
+                    on_event=forwarder,
+                    on_results=on_results,
+                    event_time=EventTimeWindow.from_json(message.get("event_time")),
+                )
+        finally:
+            if lineage is not None:
+                lineage.close()
+
+
+def _take_parent(pipe: BinaryIO, lineage: NodeLineage) -> None:  # pragma: no cover - in the child
+    """Give the node lineage its parent from the pipe's next line (none if the pipe closes first)."""
+    with pipe:
+        line = pipe.readline()
+    lineage.set_parent(json.loads(line).get("lineage_parent") if line else None)

@@ -83,7 +83,7 @@ def scheduler_view(dag: Any) -> Any:
 @dataclass(frozen=True)
 class PlannedRun:
     """A manual DAG run chosen before it exists: its id, dates and data interval are all that the
-    head-start dbt needs (to claim its nodes and to name the run in lineage), so ``dbtflow run``
+    head-start dbt needs (to claim its nodes for the producer task's try), so ``dbtflow run``
     starts dbt on it while Airflow registers the DAG, then creates the run with these values."""
 
     run_id: str
@@ -91,8 +91,6 @@ class PlannedRun:
     data_interval_start: datetime
     data_interval_end: datetime
     conf: dict[str, Any] | None = None
-    #: As ``DagRun.clear_number`` of a run never cleared (``dbtflow.airflow.lineage.run_parent``).
-    clear_number: int = 0
 
     @property
     def run_after(self) -> datetime:

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from dbtflow.airflow.lineage import run_parent
+from dbtflow.airflow.lineage import lineage_enabled, run_parent
 from dbtflow.errors import DbtflowError
 from dbtflow.plan.model import TaskPlan, TestMode
 from dbtflow.plan.options import PLAN_CHOICES, Pattern, PlanOptions
@@ -283,16 +283,20 @@ def run_project(request: RunRequest) -> RunOutcome:
         dag, dagbag = _load(prepared)
         planned = plan_run(dag, {"full_refresh": True} if request.full_refresh else None)
         plan = prepared.plan
-        if prepared.forked_dbt is not None and plan.producer is not None:
+        head_start = prepared.forked_dbt if plan.producer is not None else None
+        producer = TaskTry(dag.dag_id, planned.run_id, str(plan.producer), try_number=1)
+        # The lineage parent follows once the run exists: making it imports the OpenLineage
+        # provider's adapter (0.5-0.9 s), which Airflow's registration of the DAG loads anyway.
+        lineage = lineage_enabled()
+        if head_start is not None:
             # dbt starts on the planned run while Airflow registers the DAG and creates the run
             # (0.6-1.3 s at 100 models, 2026-12-04): nothing it does needs either.
-            producer = TaskTry(dag.dag_id, planned.run_id, plan.producer, try_number=1)
-            prepared.forked_dbt.start(
+            head_start.start(
                 producer,
-                plan.task(plan.producer).nodes,
+                plan.task(producer.task_id).nodes,
                 selection=plan.producer_selection,
                 skip_succeeded=True,
-                lineage_parent=run_parent(planned, producer),
+                lineage_follows=lineage,
                 event_time=EventTimeWindow.of_run(planned),
             )
         try:
@@ -300,9 +304,11 @@ def run_project(request: RunRequest) -> RunOutcome:
             with owners_lock():
                 dag_run, scheduler_dag = create_run(dag, planned)
                 record_owner(dag.dag_id, dag_run.run_id)
+            if head_start is not None and lineage:
+                head_start.send_lineage_parent(run_parent(dag_run, producer))
         except BaseException:
-            if prepared.forked_dbt is not None:
-                prepared.forked_dbt.stop()  # dbt is building a run that will not exist
+            if head_start is not None:
+                head_start.stop()  # dbt is building a run that will not exist
             raise
         with _interruptible(scheduler_dag, dag_run.run_id, prepared.forked_dbt):
             outcome = _drive(request, prepared, dag, scheduler_dag, dag_run)
