@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,17 @@ def test_the_sender_handles_every_item_in_order_in_another_process(tmp_path: Pat
     assert [r[2] for r in rows] == [f"item {i}" for i in range(50)]
     pids = {r[1] for r in rows} | {r[0] for r in rows}
     assert pids == {sender.process.pid} and os.getpid() not in pids
+
+
+def test_ctrl_c_reaching_the_process_group_does_not_end_the_sender(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    sender: SenderProcess[str] = SenderProcess(_writer(out), name="test")
+    sender.put("before")
+    os.kill(sender.process.pid, signal.SIGINT)  # type: ignore[arg-type]
+    time.sleep(0.5)
+    sender.put("after")
+    assert sender.close(30.0)
+    assert [json.loads(line)[2] for line in out.read_text().splitlines()] == ["before", "after"]
 
 
 def test_a_sender_that_cannot_start_drops_its_items_and_lets_its_parent_finish(tmp_path: Path) -> None:

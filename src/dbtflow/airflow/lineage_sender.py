@@ -26,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import queue
+import signal
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -74,6 +75,10 @@ class SenderProcess(Generic[Item]):
         return finished
 
     def _serve(self) -> None:  # pragma: no cover - runs in the forked sender (tests see its output)
+        # Its parent ends it (``close``, or by dying): not Ctrl-C, which reaches the whole process
+        # group, nor a task runner's SIGTERM handler inherited from a worker's task process.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         with contextlib.suppress(OSError):
             os.nice(NICENESS)
         work: Callable[[Item], None] | None
