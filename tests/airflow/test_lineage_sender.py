@@ -53,7 +53,7 @@ def test_ctrl_c_reaching_the_process_group_does_not_end_the_sender(tmp_path: Pat
     out = tmp_path / "out.jsonl"
     sender: SenderProcess[str] = SenderProcess(_writer(out), name="test")
     sender.put("before")
-    os.kill(sender.process.pid, signal.SIGINT)  # type: ignore[arg-type]
+    os.kill(sender.process.pid, signal.SIGINT)
     time.sleep(0.5)
     sender.put("after")
     assert sender.close(30.0)
