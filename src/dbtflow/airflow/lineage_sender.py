@@ -55,7 +55,13 @@ class SenderProcess(Generic[Item]):
         # The queue's feeder thread must not hold up this process's exit if the sender is gone.
         self.queue.cancel_join_thread()
         self.process = context.Process(target=self._serve, name=f"dbtflow-{name}", daemon=True)
-        self.process.start()
+        # SIGINT stays blocked from the fork until the sender ignores it: a Ctrl-C during its
+        # start-up would otherwise end it before it got there.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def put(self, item: Item) -> None:
         self.queue.put(item)
@@ -78,6 +84,7 @@ class SenderProcess(Generic[Item]):
         # Its parent ends it (``close``, or by dying): not Ctrl-C, which reaches the whole process
         # group, nor a task runner's SIGTERM handler inherited from a worker's task process.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         with contextlib.suppress(OSError):
             os.nice(NICENESS)
