@@ -27,9 +27,10 @@ from typing import Any
 
 from dbtflow.errors import DbtflowError
 from dbtflow.runner.dag_ids import request_file
+from dbtflow.runner.dag_runs import scheduler_view
 from dbtflow.runner.home import embedded_airflow
 from dbtflow.runner.interrupt import _interruptible
-from dbtflow.runner.loop import RunOutcome, scheduler_view
+from dbtflow.runner.loop import RunOutcome
 from dbtflow.runner.owners import owners_lock, record_owner
 from dbtflow.runner.run import RunRequest, _drive, _load_and_sync, _prepare
 

@@ -3,7 +3,7 @@
 Importing Airflow and warming up its in-process API takes several seconds, and so does importing
 dbt. A ``ForkedDbt`` is forked before Airflow is imported: it imports dbt and loads the cached
 manifest on the second core while the runner starts Airflow. Once the DAG is loaded and its run
-planned (``dbtflow.runner.loop.plan_run``), the runner tells it the run id and it starts the run's
+planned (``dbtflow.runner.dag_runs.plan_run``), the runner tells it the run id and it starts the run's
 dbt invocation under the producer task's name, exactly as that task would, while Airflow
 registers the DAG and creates the run. The producer task then starts in the triggerer (no
 worker needed) and attaches to this invocation: it ends when the invocation ends. The parent of

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dbtflow.errors import DbtflowError
-from dbtflow.runner.loop import scheduler_view
+from dbtflow.runner.dag_runs import scheduler_view
 from dbtflow.runner.owners import UNFINISHED_RUN_STATES, fail_run, owner_of, owners_lock, record_owner
 
 

@@ -25,13 +25,14 @@ from dbtflow.project.event_time import EventTimeWindow
 from dbtflow.project.invoke import warm_up
 from dbtflow.project.manifest import load_manifest
 from dbtflow.runner.dag_ids import choose_dag_id, request_file, requests_lock
+from dbtflow.runner.dag_runs import create_run, plan_run, sync_dag
 from dbtflow.runner.dagfile import DagFileSpec
 from dbtflow.runner.display import RunDisplay
 from dbtflow.runner.failures import local_reasons, with_errors
 from dbtflow.runner.forked_dbt import ForkedDbt
 from dbtflow.runner.home import embedded_airflow
 from dbtflow.runner.interrupt import _interruptible
-from dbtflow.runner.loop import LocalDagRun, RunOutcome, create_run, plan_run, sync_dag
+from dbtflow.runner.loop import LocalDagRun, RunOutcome
 from dbtflow.runner.owners import (
     fail_abandoned_runs,
     owners_lock,
