@@ -24,15 +24,31 @@ when nothing happens.
   information), for every trigger there.
 - **Upstream:** no Airflow issue found as of 2026-12-03. **Remove it when** the triggerer reads its
   trigger list on a timer rather than on every pass.
+
+A pass also applies its trigger events in one transaction: ``handle_events`` gives each event
+to Airflow's own ``Trigger.submit_event`` as before, in one shared session committed once, where
+Airflow opens a session, a connection and a commit per event (its ``submit_event`` queries and
+commit were a third of the cost of applying a node task's end, 2026-12-03). An event counts as
+persisted (``persisted_event_seqs``, which lets a shared stream advance) only after the commit. If
+the shared transaction fails, it is rolled back and the pass's events are applied one at a time
+by Airflow's own ``handle_events``, which raises as it would have.
+
+- **Airflow internal:** ``TriggerRunnerSupervisor.handle_events`` (its body: ``popleft``,
+  ``on_trigger_event``, ``persisted_event_seqs.append``, ``stats.incr``) and ``on_trigger_event``
+  (``Trigger.submit_event``), apache-airflow-core 3.3 (3.3.2 read); the same test fails when they
+  change. **Remove it when** Airflow applies a pass's events in one transaction.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from types import ModuleType
 from typing import Any
 
 from dbtflow.airflow.after_import import after_import, in_triggerer
+
+log = logging.getLogger(__name__)
 
 RUNNER_MODULE = "airflow.jobs.triggerer_job_runner"
 #: At most one read and clean of the trigger list per this many seconds.
@@ -69,3 +85,36 @@ def patch(module: ModuleType) -> None:
     run_once.dbtflow_passes = True  # type: ignore[attr-defined]
     run_once.__wrapped__ = supervisor.run_once  # type: ignore[attr-defined]
     supervisor.run_once = run_once
+    supervisor.handle_events = _events_together(module, supervisor.handle_events)
+
+
+def _events_together(module: ModuleType, airflows_own: Any) -> Any:
+    """``handle_events`` applying the pass's events in one transaction (see the docstring)."""
+
+    def handle_events(self: Any) -> None:
+        if not self.events:
+            return
+        entries = list(self.events)
+        self.events.clear()
+        try:
+            with module.create_session() as session:
+                for entry in entries:
+                    submit = module.Trigger.submit_event
+                    submit(trigger_id=entry.trigger_id, event=entry.event, session=session)
+        except Exception:
+            log.warning(
+                "dbtflow: applying %d trigger events in one transaction failed; applying them one at a time",
+                len(entries),
+                exc_info=True,
+            )
+            self.events.extendleft(reversed(entries))
+            airflows_own(self)
+            return
+        tags = module.prune_dict({"team_name": self.team_name})
+        for entry in entries:
+            if entry.persist_seq is not None:
+                self.persisted_event_seqs.append(entry.persist_seq)
+            module.stats.incr("triggers.succeeded", tags=tags)
+
+    handle_events.__wrapped__ = airflows_own  # type: ignore[attr-defined]
+    return handle_events
