@@ -68,8 +68,18 @@ def _seconds(value: float | None, bound: str = "") -> str:
 
 
 def _row(
-    proj: Project, side: str, runs: list[SchedulerRun | str], floor: float | None, metadata: str
+    proj: Project,
+    side: str,
+    runs: list[SchedulerRun | str],
+    floor: float | None,
+    metadata: str,
+    idle_rate: float | None = None,
 ) -> tuple[str, float | None]:
+    """The row's Markdown, and its trigger-to-end time when it is the floor (the BashOperator).
+
+    ``idle_rate`` is the triggerer's CPU per second of the BashOperator run of the same project
+    (no trigger runs there: Airflow's own loop); a dbtflow row shows its triggerer CPU per node
+    task, and the same above that idle loop."""
     name = proj.name if metadata == "sqlite" else f"{proj.name}, {METADATA[metadata]}"
     done = [r for r in runs if isinstance(r, SchedulerRun)]
     if not done:
@@ -88,7 +98,9 @@ def _row(
         f"{more}{seconds:.1f} s ({states}), n={len(done)}",
         _seconds(_median([r.build_s for r in done])),
         _seconds(_median([r.tail_s for r in done])),
-        *(_seconds(cpu[c], more) for c in CPU_COLUMNS),
+        *(_seconds(cpu[c], more) for c in CPU_COLUMNS[:3]),
+        _triggerer(cpu["triggerer"], seconds, proj.models if side == "dbtflow" else 0, idle_rate, more),
+        _seconds(cpu["api-server"], more),
         _seconds(total, more),
         ratio,
         date.today().isoformat(),
@@ -101,10 +113,29 @@ def rows(
 ) -> list[str]:
     """One row per project and side; ratios to the BashOperator side of the same project."""
     floors: dict[str, float | None] = {}
+    idle: dict[str, float | None] = {}
     for proj, side, runs in measured:
         if side == "bash":
             floors[proj.name] = _row(proj, side, runs, None, metadata)[1]
-    return [_row(proj, side, runs, floors.get(proj.name), metadata)[0] for proj, side, runs in measured]
+            done = [r for r in runs if isinstance(r, SchedulerRun) and r.seconds]
+            rates = [r.tree_cpu_s["triggerer"] / r.seconds for r in done if "triggerer" in r.tree_cpu_s]
+            idle[proj.name] = statistics.median(rates) if rates else None
+    return [
+        _row(proj, side, runs, floors.get(proj.name), metadata, idle.get(proj.name))[0]
+        for proj, side, runs in measured
+    ]
+
+
+def _triggerer(cpu: float | None, seconds: float, node_tasks: int, idle_rate: float | None, more: str) -> str:
+    """The triggerer's CPU; for a per-node side, per node task, and per node task above the idle
+    triggerer's loop over the same time."""
+    cell = _seconds(cpu, more)
+    if cpu is None or not node_tasks:
+        return cell
+    cell += f" ({cpu / node_tasks * 1000:.0f} ms per node task"
+    if idle_rate is not None:
+        cell += f", {max(cpu - idle_rate * seconds, 0.0) / node_tasks * 1000:.0f} ms above idle"
+    return cell + ")"
 
 
 INTRO = [
