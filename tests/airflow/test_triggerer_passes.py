@@ -7,8 +7,8 @@ that a real ``airflow triggerer`` command installs it."""
 from __future__ import annotations
 
 import ast
-import json
 import inspect
+import json
 import textwrap
 import time
 from collections import deque

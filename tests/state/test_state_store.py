@@ -147,3 +147,26 @@ def test_retention_can_be_switched_off_and_a_bad_value_names_the_fix(
     monkeypatch.setenv(retention.RETENTION_ENV, "a month")
     with pytest.raises(DbtflowError, match="DBTFLOW_STATE_RETENTION_DAYS='a month' is not a number"):
         store.prune_if_due()
+
+
+def test_a_node_finished_during_a_reading_shows_its_claim_or_its_result(tmp_path: Path) -> None:
+    """The result (and the claim's release) committed between the statements of one reading of
+    the run's state: the reading still shows the node as claimed or as done, never as neither
+    (which sent its task to a worker to report a result already recorded)."""
+    store = _store(tmp_path)
+    invocation_id, _ = store.start_invocation(TaskTry("dag", "run", "dbt_build", 1), ["model.p.a"])
+    finished: list[str] = []
+
+    def finish_after_the_first_statement(*args: object) -> None:
+        if not finished:
+            finished.append("model.p.a")
+            writer = StateStore(str(store.engine.url))  # dbt's process: another connection
+            writer.record_result(invocation_id, "dag", "run", NodeResult("model.p.a", "success"))
+
+    sa.event.listen(store.engine, "after_cursor_execute", finish_after_the_first_statement)
+    try:
+        states = store.node_states("dag", "run", ["model.p.a"])
+    finally:
+        sa.event.remove(store.engine, "after_cursor_execute", finish_after_the_first_statement)
+    assert finished
+    assert "model.p.a" in states.newest or "model.p.a" in states.holders, states

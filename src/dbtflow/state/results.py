@@ -151,6 +151,16 @@ class Results:
             result_filter.append(results.c.unique_id.in_(unique_ids))
             claim_filter.append(claims.c.unique_id.in_(unique_ids))
         with self.engine.connect() as conn:
+            # Claims before results: each statement sees what was committed when it ran, and an
+            # invocation releases a node's claim in the transaction that records its result, so a
+            # claim gone from the first reading has its result in the second. Read the other way
+            # round, a node finished between the two showed neither: its task, seeing no holder,
+            # went to a worker to report a result already there (2026-12-04, about one run in ten).
+            claim_rows = conn.execute(
+                sa.select(claims.c.unique_id, invocations)
+                .select_from(claims.join(invocations, claims.c.invocation_id == invocations.c.id))
+                .where(*claim_filter)
+            ).all()
             keys = conn.execute(
                 sa.select(results.c.id, results.c.unique_id, results.c.invocation_id, results.c.consumed_by)
                 .where(*result_filter)
@@ -158,11 +168,6 @@ class Results:
             ).all()
             newest_keys = {row.unique_id: row for row in keys}
             stored = _stored_results(conn, str(self.engine.url), list(newest_keys.values()))
-            claim_rows = conn.execute(
-                sa.select(claims.c.unique_id, invocations)
-                .select_from(claims.join(invocations, claims.c.invocation_id == invocations.c.id))
-                .where(*claim_filter)
-            ).all()
             producer_rows = (
                 conn.execute(
                     sa.select(invocations).where(
