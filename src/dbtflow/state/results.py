@@ -179,11 +179,15 @@ class Results:
                 if producer_task_id is not None
                 else []
             )
-        # One InvocationInfo per invocation, so its liveness is looked at once per reading.
+        # One InvocationInfo per invocation (not per claim: 1000 made at each reading of a
+        # 1000-model run), so its liveness is looked at once per reading.
         infos: dict[str, InvocationInfo] = {}
+        for row in claim_rows:
+            if row.id not in infos:
+                infos[row.id] = info_of(row)
         return NodeStates(
             newest={unique_id: stored[row.id] for unique_id, row in newest_keys.items() if row.id in stored},
-            holders={row.unique_id: infos.setdefault(row.id, info_of(row)) for row in claim_rows},
+            holders={row.unique_id: infos[row.id] for row in claim_rows},
             producer_alive=any(info_of(row).alive for row in producer_rows),
         )
 
