@@ -52,6 +52,8 @@ class SchedulerRun:
     build_s: float | None = None
     #: The end of the task that runs dbt to the end of the run: what Airflow adds after dbt.
     tail_s: float | None = None
+    #: How many task instances the run has.
+    tasks: int | None = None
     #: CPU seconds over the same time of each component's whole process tree, reaped children
     #: included (``harness.tree_cpu_seconds``); ``workers`` is the scheduler's tree without the
     #: scheduler process itself: the LocalExecutor's workers, the tasks and dbt.
@@ -116,8 +118,11 @@ def _tree_cpu(processes: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _timeline(airflow: Any, dag_id: str, run_id: str, producer: str) -> tuple[float | None, float | None]:
-    """Build time (run start to the producer's end) and tail (producer's end to run end)."""
+def _timeline(
+    airflow: Any, dag_id: str, run_id: str, producer: str
+) -> tuple[float | None, float | None, int]:
+    """Build time (run start to the producer's end), tail (producer's end to run end), and how
+    many task instances the run has."""
 
     def when(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
@@ -136,7 +141,7 @@ def _timeline(airflow: Any, dag_id: str, run_id: str, producer: str) -> tuple[fl
         )
         last = ", ".join(f"{task_id} +{s:.1f}s" for s, task_id in after[-5:])
         log(f"{dag_id}: {len(after)} of {len(ends)} tasks ended after {producer}; the last: {last or '-'}")
-    return build, tail
+    return build, tail, len(ends)
 
 
 #: ``BENCH_KEEP=1``: keep every run's Airflow home, with its task instances in ``task_instances.json``.
@@ -261,7 +266,7 @@ def under_scheduler(
             seconds = time.monotonic() - started
             cpu = [_cpu_seconds(c) - before for c, before in zip(components, cpu_before, strict=True)]
             tree_after = _tree_cpu(airflow.processes)
-            build_s, tail_s = _timeline(airflow, dag_id, run_id, PRODUCER_TASK[kind])
+            build_s, tail_s, tasks = _timeline(airflow, dag_id, run_id, PRODUCER_TASK[kind])
             if KEEP:
                 (root / "task_instances.json").write_text(
                     json.dumps(
@@ -283,6 +288,7 @@ def under_scheduler(
             parse_s=statistics.median(durations) if durations else None,
             build_s=build_s,
             tail_s=tail_s,
+            tasks=tasks,
             tree_cpu_s={k: tree_after[k] - tree_before.get(k, 0.0) for k in tree_after},
         )
     finally:

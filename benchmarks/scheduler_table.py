@@ -99,7 +99,7 @@ def _row(
         _seconds(_median([r.build_s for r in done])),
         _seconds(_median([r.tail_s for r in done])),
         *(_seconds(cpu[c], more) for c in CPU_COLUMNS[:3]),
-        _triggerer(cpu["triggerer"], seconds, proj.models if side == "dbtflow" else 0, idle_rate, more),
+        _triggerer(cpu["triggerer"], seconds, _node_tasks(done) if side == "dbtflow" else 0, idle_rate, more),
         _seconds(cpu["api-server"], more),
         _seconds(total, more),
         ratio,
@@ -124,6 +124,11 @@ def rows(
         _row(proj, side, runs, floors.get(proj.name), metadata, idle.get(proj.name))[0]
         for proj, side, runs in measured
     ]
+
+
+def _node_tasks(runs: list[SchedulerRun]) -> int:
+    """The node tasks of a per-node run: its task instances but the one that runs dbt."""
+    return max((r.tasks or 0) - 1 for r in runs) if runs else 0
 
 
 def _triggerer(cpu: float | None, seconds: float, node_tasks: int, idle_rate: float | None, more: str) -> str:
