@@ -119,7 +119,7 @@ def test_task_states_are_read_only_when_a_decision_needs_them(tmp_path: Path) ->
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     reads: list[int] = []
 
-    def read_task_states(task_ids: Sequence[str] | None = None) -> dict[str, str | None]:
+    def read_task_states() -> dict[str, str | None]:
         reads.append(1)
         return {"dbt_build": "failed", "upstream": "failed"}
 
@@ -225,7 +225,7 @@ def test_a_reading_takes_the_task_states_before_the_node_states(tmp_path: Path) 
             calls.append("nodes")
             return super().node_states(dag_id, run_id, unique_ids, producer_task_id)
 
-    def read_task_states(task_ids: Sequence[str] | None = None) -> dict[str, str | None]:
+    def read_task_states() -> dict[str, str | None]:
         calls.append("tasks")
         return {"dbt_build": "success"}
 
@@ -246,41 +246,3 @@ def test_a_reading_takes_the_task_states_before_the_node_states(tmp_path: Path) 
     asyncio.run(scenario())
     # Asked for before the first reading: that reading took the task states, then the nodes'.
     assert calls[:2] == ["tasks", "nodes"], calls
-
-
-def test_only_the_task_states_the_waiting_decisions_read_are_read(tmp_path: Path) -> None:
-    """A reading reads the states of the tasks its subscribers' decisions read (the producer's
-    and their upstream tasks'), not every task instance of the run; a subscriber that names none
-    gets every task's."""
-    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
-    asked: list[list[str] | None] = []
-    every_task = ["a", "b", "c", "dbt_build", "other"]
-
-    def read_task_states(task_ids: Sequence[str] | None = None) -> dict[str, str | None]:
-        asked.append(None if task_ids is None else list(task_ids))
-        return dict.fromkeys(every_task if task_ids is None else task_ids, "running")
-
-    async def scenario() -> list[dict[str, str | None] | None]:
-        seen: list[dict[str, str | None] | None] = []
-        node = frozenset(["model.p.x"])
-        async with run_feed(store, "dag", "run", node, "dbt_build", INTERVAL, read_task_states) as feed:
-            feed.want_task_states(["dbt_build", "a"])
-            feed.want_task_states(["dbt_build", "b"])
-            reading = await feed.next(node, after=0, any_newer=True)
-            seen.append(dict(reading.task_states or {}))
-            # A task waiting on "c" has it read on its interval.
-            while "c" not in (reading.task_states or {}):
-                reading = await feed.next(
-                    node, after=reading.version, any_newer=True, task_states_every_s=0.0, task_state_ids=["c"]
-                )
-            seen.append(dict(reading.task_states or {}))
-            feed.want_task_states()
-            while reading.task_states is None or "other" not in reading.task_states:
-                reading = await feed.next(node, after=reading.version, any_newer=True)
-            seen.append(dict(reading.task_states))
-        return seen
-
-    seen = asyncio.run(scenario())
-    assert asked[0] == ["a", "b", "dbt_build"] and seen[0] == dict.fromkeys(asked[0], "running")
-    assert ["c"] in asked and seen[1] == {"c": "running"}
-    assert asked[-1] is None and seen[2] == dict.fromkeys(every_task, "running")

@@ -158,7 +158,7 @@ class NodeResultTrigger(BaseTrigger):
             self.nodes,
             self.producer_task_id,
             self.poll_interval,
-            lambda task_ids: read_task_states(dag_id, run_id, task_ids),
+            lambda: read_task_states(dag_id, run_id),
         ) as feed:
             event = await self._outcome(store, feed, try_number)
         yield event
@@ -167,13 +167,9 @@ class NodeResultTrigger(BaseTrigger):
         """Wait on the feed until the task can end (or must run alone); the event that says so."""
         watch = Watch()
         wanted, seen, again, every = frozenset(self.nodes), 0, False, None
-        # The tasks whose Airflow states a decision reads: the producer's and the upstream tasks'.
-        task_ids = [*([self.producer_task_id] if self.producer_task_id else []), *self.upstream]
         while True:
             # Woken only when what this decision reads changed, or (again) at the next reading.
-            snapshot = await feed.next(
-                wanted, after=seen, any_newer=again, task_states_every_s=every, task_state_ids=task_ids
-            )
+            snapshot = await feed.next(wanted, after=seen, any_newer=again, task_states_every_s=every)
             seen, dead_before = snapshot.version, len(watch.seen_dead)
             decision: Decision = decide_from(
                 snapshot.states,
@@ -190,7 +186,7 @@ class NodeResultTrigger(BaseTrigger):
             )
             if decision.action is Action.WAIT:
                 if decision.needs_task_states:
-                    feed.want_task_states(task_ids)
+                    feed.want_task_states()
                 # A death seen for the first time is believed on the next reading, even if it
                 # holds the same; task states asked for come with the next reading.
                 again = decision.needs_task_states or len(watch.seen_dead) > dead_before

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -30,8 +30,7 @@ from dbtflow.state.results import NodeStates
 from dbtflow.state.store import StateStore
 
 #: Reads the Airflow task states of the feed's DAG run (task id -> state); may raise.
-#: Reads the Airflow states of the run's tasks: those named (``None``: every task of the run).
-TaskStatesReader = Callable[[Sequence[str] | None], Mapping[str, str | None]]
+TaskStatesReader = Callable[[], Mapping[str, str | None]]
 #: How often the feed reads the run's task states (they decide only what waits on other tasks).
 TASK_STATES_EVERY_S = 2.0
 
@@ -77,18 +76,13 @@ class RunFeed:
         #: Subscribers waiting for a change of a node (node -> their futures), or for any reading.
         self.waiters: dict[str, set[asyncio.Future[None]]] = {}
         self.any_waiters: set[asyncio.Future[None]] = set()
-        #: Subscribers waiting on the task states: how often each wants them read again, and
-        #: which tasks' states it reads (``None``: every task's).
-        self.task_state_waiters: dict[asyncio.Future[None], tuple[float, frozenset[str] | None]] = {}
+        #: Subscribers waiting on the task states, and how often each wants them read again.
+        self.task_state_waiters: dict[asyncio.Future[None], float] = {}
         self.reader: asyncio.Task[None] | None = None
         self.task_states: dict[str, str | None] | None = None
         self.task_states_at = 0.0
-        #: The tasks the last read covered (``None``: every task of the run).
-        self.task_states_cover: frozenset[str] | None = frozenset()
-        #: A subscriber's decision needs the task states: the next reading reads them, with the
-        #: states of these tasks (``None``: every task's).
+        #: A subscriber's decision needs the task states: the next reading reads them.
         self.task_states_wanted = False
-        self.task_states_wanted_ids: set[str] | None = set()
 
     async def _read(self) -> None:
         while +self.watched:
@@ -134,11 +128,9 @@ class RunFeed:
     def reads_task_states(self) -> bool:
         return self.read_task_states is not None
 
-    def want_task_states(self, task_ids: Iterable[str] | None = None) -> None:
-        """Ask for the run's task states in the next reading (see ``Decision.needs_task_states``):
-        those of ``task_ids`` at least (``None``: every task's)."""
+    def want_task_states(self) -> None:
+        """Ask for the run's task states in the next reading (see ``Decision.needs_task_states``)."""
         self.task_states_wanted = True
-        self.task_states_wanted_ids = _union(self.task_states_wanted_ids, task_ids)
 
     async def _task_states(self) -> Mapping[str, str | None] | None:
         """The run's task states when a subscriber asked for them, read at most every
@@ -147,32 +139,18 @@ class RunFeed:
         decide only for nodes that no live invocation is building, so while dbt runs no task asks
         and none is read; a reading younger than the interval is handed on to every reading. A
         task waiting on them sets how often they are read again (``Decision.task_states_every_s``:
-        slower while it waits for the producer to start dbt, which the state shows first).
-
-        Only the tasks the subscribers' decisions read are read (a decision reads the producer's
-        state and its upstream tasks'): at 1000 node tasks, every task instance of the run read
-        through the execution API while the tasks waited for the producer to start dbt was 13 %
-        of the triggerer's CPU (py-spy, 2026-12-04). A task whose state a reading lacks reads as
-        not scheduled, which only ever makes a decision wait, and its subscriber asks again."""
+        slower while it waits for the producer to start dbt, which the state shows first)."""
         if self.read_task_states is None:
             return None
         now = time.monotonic()
-        covered = _covers(self.task_states_cover, self.task_states_wanted_ids)
-        if self.task_states is not None and covered and now - self.task_states_at < TASK_STATES_EVERY_S:
+        if self.task_states is not None and now - self.task_states_at < TASK_STATES_EVERY_S:
             return self.task_states
-        every = min((e for e, _ in self.task_state_waiters.values()), default=None)
+        every = min(self.task_state_waiters.values(), default=None)
         if not self.task_states_wanted and (every is None or now - self.task_states_at < every):
             return None
-        ids = self.task_states_wanted_ids
-        for _, wanted in self.task_state_waiters.values():
-            ids = _union(ids, wanted)
-        self.task_states_wanted, self.task_states_wanted_ids = False, set()
-        if ids is not None and not ids:
-            self.task_states = {}  # no decision reads any task's state
-        else:
-            read = self.read_task_states
-            self.task_states = dict(await asyncio.to_thread(read, None if ids is None else sorted(ids)))
-        self.task_states_at, self.task_states_cover = now, None if ids is None else frozenset(ids)
+        self.task_states_wanted = False
+        self.task_states = dict(await asyncio.to_thread(self.read_task_states))
+        self.task_states_at = now
         return self.task_states
 
     def _changed_since(self, nodes: frozenset[str], after: int) -> bool:
@@ -185,13 +163,11 @@ class RunFeed:
         *,
         any_newer: bool = False,
         task_states_every_s: float | None = None,
-        task_state_ids: Iterable[str] | None = None,
     ) -> StateReading:
         """The first reading newer than version ``after`` that covers ``nodes`` and in which what
         their decision reads changed since then (any newer reading when ``any_newer``: a decision
         that must be made again on the next reading, whatever it holds). ``task_states_every_s``:
-        the caller waits on the task states, so the feed reads them that often until it is woken:
-        those of ``task_state_ids`` (``None``: every task's)."""
+        the caller waits on the task states, so the feed reads them that often until it is woken."""
         while True:
             reading = self.reading
             if (
@@ -206,8 +182,7 @@ class RunFeed:
             if any_newer:
                 self.any_waiters.add(future)
             if task_states_every_s is not None:
-                ids = None if task_state_ids is None else frozenset(task_state_ids)
-                self.task_state_waiters[future] = (task_states_every_s, ids)
+                self.task_state_waiters[future] = task_states_every_s
             for uid in nodes:
                 self.waiters.setdefault(uid, set()).add(future)
             try:
@@ -221,16 +196,6 @@ class RunFeed:
                         waiting.discard(future)
                         if not waiting:
                             del self.waiters[uid]
-
-
-def _union(ids: set[str] | None, more: Iterable[str] | None) -> set[str] | None:
-    """Task ids wanted by two subscribers (``None``: every task)."""
-    return None if ids is None or more is None else ids | set(more)
-
-
-def _covers(cover: frozenset[str] | None, wanted: set[str] | None) -> bool:
-    """Whether a read of ``cover`` has the states of ``wanted`` (``None``: every task)."""
-    return cover is None or (wanted is not None and wanted <= cover)
 
 
 def _node_key(states: NodeStates, uid: str) -> Hashable:
