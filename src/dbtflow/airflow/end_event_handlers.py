@@ -10,8 +10,8 @@ marked ``TaskSkippedEvent`` as ``upstream_failed``; ``node_assets`` registers a
 so that a trigger can ask whether its process (or the supervisor it was forked from) has it.
 Every handler registered here also pushes the event's XComs in the session that ends the task:
 Airflow's own pushes each with ``TaskInstance.xcom_push`` in a session of its own (a connection,
-a query for the run's id and a commit per XCom: 14 % of the triggerer's CPU at 100 node tasks,
-py-spy, 2026-12-03), outside the transaction that ends the task.
+a query for the run's id and a commit per XCom: 14 of the triggerer's 255 GIL samples at 100
+node tasks, py-spy, 2026-12-03), outside the transaction that ends the task.
 - **Airflow internal:** ``airflow.models.trigger.handle_event_submit`` and its ``BaseTaskEndEvent``
   handler, apache-airflow-core 3.3 (3.3.2 read); ``tests/airflow/test_upstream_failed.py`` and
   ``tests/airflow/test_node_assets.py`` fail when it changes.

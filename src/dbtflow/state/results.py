@@ -155,7 +155,8 @@ class Results:
             # invocation releases a node's claim in the transaction that records its result, so a
             # claim gone from the first reading has its result in the second. Read the other way
             # round, a node finished between the two showed neither: its task, seeing no holder,
-            # went to a worker to report a result already there (2026-12-04, about one run in ten).
+            # went to a worker to report a result already there (the likely cause of a node task
+            # reporting from a worker in about one benchmark run in ten, 2026-12-04).
             claim_rows = conn.execute(
                 sa.select(claims.c.unique_id, invocations)
                 .select_from(claims.join(invocations, claims.c.invocation_id == invocations.c.id))
