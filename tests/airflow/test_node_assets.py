@@ -12,13 +12,18 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import sqlalchemy as sa
 from airflow.triggers.base import BaseTaskEndEvent, TaskSuccessEvent
+from sqlalchemy.orm import Session
 
 from airflow_command import printed_after_command
 from dbtflow.airflow import node_assets
+from dbtflow.airflow.node_assets import _mark_after_commit
 from dbtflow.monitoring.history import History, asset_emissions
+from dbtflow.project.results import NodeResult
 
 from conftest import run_cli
 
@@ -135,3 +140,41 @@ def test_a_node_event_that_cannot_be_carried_resumes_the_task_on_a_worker(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "TriggerEvent {'action': 'report'}", done.stdout
+
+
+def test_builds_are_marked_emitted_once_their_transaction_commits_and_not_on_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node tasks ended in one transaction (a triggerer pass) are marked emitted after it
+    commits, in one write; a transaction rolled back marks nothing (its events are applied again)."""
+    monkeypatch.setenv("DBTFLOW_HISTORY_URL", f"sqlite:///{tmp_path / 'history.db'}")
+    history = History()
+    for task in ("a", "b", "c"):
+        history.record("d", "r", "dbt_build", 1, [NodeResult(f"model.p.{task}", "success")])
+    writes: list[str] = []
+    sa.event.listen(history.engine, "before_cursor_execute", lambda *a: writes.append(a[2].split()[0]))
+
+    def marked() -> list[str]:
+        with history.engine.connect() as conn:
+            return sorted(conn.execute(sa.select(asset_emissions.c.task_id)).scalars())
+
+    airflow_side = sa.create_engine(f"sqlite:///{tmp_path / 'airflow.db'}")
+    with Session(airflow_side) as session:
+        session.execute(sa.text("select 1"))
+        _mark_after_commit(session, SimpleNamespace(dag_id="d", run_id="r", task_id="a"), ["model.p.a"])
+        session.rollback()
+        assert marked() == []
+        writes.clear()
+        session.execute(sa.text("select 1"))
+        for task in ("b", "c"):
+            _mark_after_commit(
+                session, SimpleNamespace(dag_id="d", run_id="r", task_id=task), [f"model.p.{task}"]
+            )
+        assert marked() == [], "marked before the commit"
+        writes.clear()
+        session.commit()
+        assert writes.count("INSERT") == 1, writes
+        assert marked() == ["b", "c"]
+        session.execute(sa.text("select 1"))
+        session.commit()  # nothing pending: nothing more
+        assert marked() == ["b", "c"]

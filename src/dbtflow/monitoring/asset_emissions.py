@@ -13,7 +13,7 @@ emitted once, whoever emits it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,22 +84,26 @@ def mark_emitted(
 
 
 def mark_nodes_emitted(
-    history: History, dag_id: str, run_id: str, task_id: str, unique_ids: Iterable[str]
+    history: History, dag_id: str, run_id: str, by_task: Mapping[str, Iterable[str]]
 ) -> None:
     """Record that the newest successful builds of these nodes in the run had their events (from
-    ``task_id``, a node task ending in the triggerer: ``dbtflow.airflow.node_assets``)."""
-    wanted = sorted(set(unique_ids))
-    if not wanted:
+    the task that names them, a node task ending in the triggerer: ``dbtflow.airflow.node_assets``),
+    in one read and one write for every task given."""
+    task_of = {uid: task_id for task_id, uids in by_task.items() for uid in uids}
+    if not task_of:
         return
     query = sa.select(node_runs.c.id, node_runs.c.unique_id, node_runs.c.status).where(
-        node_runs.c.dag_id == dag_id, node_runs.c.run_id == run_id, node_runs.c.unique_id.in_(wanted)
+        node_runs.c.dag_id == dag_id, node_runs.c.run_id == run_id, node_runs.c.unique_id.in_(sorted(task_of))
     )
     with history.engine.connect() as conn:
         newest = {row.unique_id: row for row in conn.execute(query.order_by(node_runs.c.id))}
-    mark_emitted(
-        history,
-        dag_id,
-        run_id,
-        task_id,
-        [row.id for row in newest.values() if row.status == NodeStatus.SUCCESS],
-    )
+    now = time.time()
+    rows = [
+        {"node_run_id": row.id, "dag_id": dag_id, "run_id": run_id, "task_id": task_of[uid]}
+        | {"emitted_at": now}
+        for uid, row in newest.items()
+        if row.status == NodeStatus.SUCCESS
+    ]
+    if rows:
+        with history.engine.begin() as conn:
+            conn.execute(asset_emissions.insert(), rows)
