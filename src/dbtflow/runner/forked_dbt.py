@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from dbtflow.project.results import NodeResult
 
 _log = logging.getLogger(__name__)
+#: How long the forked dbt, its invocation done, waits for its OpenLineage parent to follow.
+PARENT_WAIT_S = 30.0
 
 
 @dataclass
@@ -199,6 +201,7 @@ class ForkedDbt:
         lineage = None
         if parent is not None or follows:
             lineage = NodeLineage(self.project, parent, _log, graph=graph, manifest=manifest)
+        reader: threading.Thread | None = None
         if follows and lineage is not None:
             reader = threading.Thread(
                 target=_take_parent, args=(pipe, lineage), name="dbtflow-lineage-parent"
@@ -229,6 +232,12 @@ class ForkedDbt:
                     event_time=EventTimeWindow.from_json(message.get("event_time")),
                 )
         finally:
+            if reader is not None:
+                # A small project can be built before Airflow has created the DAG run whose
+                # parent the events need (the CLI test under load, 2026-12-04): closing first
+                # dropped every event held for it. The runner sends the parent (or closes the
+                # pipe) right after it creates the run.
+                reader.join(PARENT_WAIT_S)
             if lineage is not None:
                 lineage.close()
 
