@@ -93,6 +93,43 @@ def test_retry_rebuilds_only_failed_nodes_and_their_downstream(
         assert set(built) == {"dbt_build#1", "dbt_build#2"}
 
 
+#: ``dbtflow run`` with Airflow's creation of the DAG run held back ``argv[1]`` seconds: how a
+#: loaded machine orders it, the head-start dbt ending before the run exists.
+SLOW_RUN_CREATION = (
+    "import sys, time; import dbtflow.runner.run as run; create = run.create_run; "
+    "delay = float(sys.argv.pop(1)); "
+    "run.create_run = lambda *a, **k: (time.sleep(delay), create(*a, **k))[1]; "
+    "from dbtflow.cli import main; raise SystemExit(main(sys.argv[1:]))"
+)
+
+
+def test_a_head_start_that_ended_before_the_run_existed_is_reported_not_rebuilt(
+    own_bikeshare: Path, airflow_db: Path, tmp_path: Path
+) -> None:
+    """The producer task ends with the head start's results when that dbt ended before Airflow
+    created the run: it does not build again, and the dependants of a failed model end
+    upstream_failed (they were built again without it, and failed, 2026-12-04)."""
+    model = own_bikeshare / "models" / "staging" / "stg_trips.sql"
+    model.write_text("select no_such_column from {{ ref('raw_trips') }}\n")
+    summary = tmp_path / "run.json"
+    command = [sys.executable, "-c", SLOW_RUN_CREATION, "8", "run", str(own_bikeshare)]
+    done = subprocess.run(
+        [*command, "--progress", "none", "--summary-json", str(summary)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    run_id, _, tasks = _summary(summary)
+    invocations = StateStore().invocations_of_run("dbtflow_bikeshare", run_id)
+    assert len(invocations) == 1, invocations  # the head start's; nothing built again
+    built = _built_by_invocation("dbtflow_bikeshare", run_id)
+    assert built["dbt_build#1"]["model.bikeshare.stg_trips"] == "error"
+    assert tasks["stg_trips"] == ("failed", 1) and tasks["dbt_build"] == ("failed", 1)
+    for uid in STG_TRIPS_AND_DOWNSTREAM - {"model.bikeshare.stg_trips"}:
+        assert tasks[uid.rsplit(".", 1)[1]][0] == "upstream_failed", tasks
+
+
 def test_task_retry_builds_the_failed_node_alone(
     own_bikeshare: Path, airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -260,10 +260,12 @@ class InvocationTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        dag_id, run_id, _ = _identity(self, None, None, None)
+        dag_id, run_id, try_number = _identity(self, None, None, None)
         store = StateStore(self.state_url)
         states = await asyncio.to_thread(store.node_states, dag_id, run_id, self.nodes)
         attached = sorted({h.id for h in states.holders.values() if h.alive})
+        if not attached:
+            attached = await asyncio.to_thread(self._ran_for_this_try, store, dag_id, run_id, try_number)
         if not attached:
             yield TriggerEvent({"action": "build"})
             triggerer_wake.fired()
@@ -287,6 +289,22 @@ class InvocationTrigger(BaseTrigger):
         why = [*stopped, *([] if judged.ok else [judged.message()])]
         yield end_event(TaskResults.of(judged.results, failure="\n".join(why) or None), self.log)
         triggerer_wake.fired()
+
+    def _ran_for_this_try(self, store: StateStore, dag_id: str, run_id: str, try_number: int) -> list[str]:
+        """The invocations started for this task try that have already ended: ``dbtflow run``'s
+        head start runs dbt under the producer's try before Airflow creates the DAG run, and on a
+        loaded machine a small project is built before this trigger first looks. The task then
+        ends with that invocation's results, as when it attached to it alive; building again
+        would build twice, and without the failed nodes whose tasks had already ended (their
+        dependants then errored instead of ending upstream_failed, 2026-12-04)."""
+        if self.task_instance is None:
+            return []
+        task_id = self.task_instance.task_id
+        return sorted(
+            inv.id
+            for inv in store.invocations_of_run(dag_id, run_id)
+            if inv.task_id == task_id and inv.try_number == try_number and not inv.alive
+        )
 
 
 def _stopped(infos: list[InvocationInfo | None]) -> list[str]:
