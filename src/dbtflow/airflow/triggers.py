@@ -231,8 +231,9 @@ class InvocationTrigger(BaseTrigger):
     """Attach the producer task to a live dbt invocation of its DAG run, without a worker.
 
     If a live invocation claims the producer's nodes (the local runner starts one ahead of the
-    task), the trigger waits for it to end and ends the task with its results. Otherwise it
-    resumes the task on a worker, which runs dbt itself.
+    task), the trigger waits for it to end and ends the task with its results; so it does with an
+    invocation of this task try that has already ended. Otherwise it resumes the task on a
+    worker, which runs dbt itself.
     """
 
     def __init__(
