@@ -39,7 +39,7 @@ from dbtflow.project.task_results import TaskResults
 from dbtflow.state.manifests import keep_project_manifest
 from dbtflow.state.store import StateStore
 from dbtflow.state.task_try import TaskTry
-from dbtflow.streaming.consumer import TERMINAL_TASK_STATES, Action, Upstream
+from dbtflow.streaming.consumer import FAILED_TASK_STATES, TERMINAL_TASK_STATES, Action, Upstream
 from dbtflow.streaming.producer import (
     ResultsCallback,
 )
@@ -283,9 +283,19 @@ class DbtProducerOperator(DbtOperatorBase):
         done = {
             uid for uid, task_id in self.node_tasks.items() if states.get(task_id) in TERMINAL_TASK_STATES
         }
-        if done and task.try_number > 1:
-            self.log.info("%d node(s) are left out: their tasks have ended.", len(done))
-        return [uid for uid in self.unique_ids if uid not in done]
+        # Below a node whose task failed (and is not built again here), dbt would skip: those
+        # nodes are left to their own tasks, which end upstream_failed. Built without it, they
+        # failed on its missing relation instead (2026-12-04).
+        failed = {
+            uid for uid, task_id in self.node_tasks.items() if states.get(task_id) in FAILED_TASK_STATES
+        }
+        below = load_graph(self.project).descendants(failed) - failed if failed else set()
+        if (done or below) and task.try_number > 1:
+            self.log.info(
+                "%d node(s) are left out: their tasks have ended, or a node upstream failed.",
+                len(done | below),
+            )
+        return [uid for uid in self.unique_ids if uid not in done and uid not in below]
 
     def execute(self, context: Any) -> Any:
         task = task_try(context)

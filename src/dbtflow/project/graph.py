@@ -159,6 +159,17 @@ class DbtGraph:
         """Direct children (nodes that depend on this node or source)."""
         return self._children.get(unique_id, ())
 
+    def descendants(self, unique_ids: Iterable[str]) -> set[str]:
+        """Every node downstream of ``unique_ids`` (themselves left out unless one is below another)."""
+        found: set[str] = set()
+        stack = list(unique_ids)
+        while stack:
+            for child in self.children(stack.pop()):
+                if child not in found:
+                    found.add(child)
+                    stack.append(child)
+        return found
+
     def buildable(self) -> Iterator[Node]:
         """Models (not ephemeral), seeds and snapshots, in unique-id order."""
         return (n for _, n in sorted(self.nodes.items()) if n.is_buildable)
