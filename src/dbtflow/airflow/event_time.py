@@ -55,11 +55,4 @@ def left_to_own_tasks(
     ]
     if not partly:
         return set()
-    graph = load_graph(project)
-    left, todo = set(partly), list(partly)
-    while todo:
-        for child in graph.children(todo.pop()):
-            if child not in left:
-                left.add(child)
-                todo.append(child)
-    return left
+    return set(partly) | load_graph(project).descendants(partly)
