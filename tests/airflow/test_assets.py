@@ -9,7 +9,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -137,6 +137,35 @@ def _clear_openlineage_config() -> None:
             value.cache_clear()
 
 
+@contextmanager
+def _openlineage_listener_left_behind_removed() -> Iterator[None]:
+    """Unregister, at the end, the OpenLineage listener registered inside: its plugin decides
+    whether it has a listener when it is first imported, so a worker whose plugins were first
+    loaded here, with OpenLineage configured, kept the listener for every later ``dag.test()``;
+    each task's listener then forked a child that waited its 10 s timeout for a connection from
+    the in-process API (a later test ran for many minutes, 2026-12-04). Airflow's listener
+    managers (core and task SDK) are looked at only where they exist: none is created here."""
+    from airflow.listeners import listener as core
+    from airflow.sdk import listener as sdk
+
+    def openlineage_listeners() -> set[tuple[Any, Any]]:
+        return {
+            (manager, plugin)
+            for manager in (
+                m.get_listener_manager() for m in (core, sdk) if m.get_listener_manager.cache_info().currsize
+            )
+            for plugin in manager.pm.get_plugins()
+            if type(plugin).__name__ == "OpenLineageListener"
+        }
+
+    before = openlineage_listeners()
+    try:
+        yield
+    finally:
+        for manager, plugin in openlineage_listeners() - before:
+            manager.pm.unregister(plugin)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> Iterator[dict[str, Any]]:
     """One ``dag.test()`` run per pattern of a project with a broken model, with OpenLineage's
@@ -148,7 +177,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, airflow_db: Path) -> Iterator
     threading.Thread(target=server.serve_forever, daemon=True).start()
     transport = {"type": "http", "url": f"http://127.0.0.1:{server.server_port}", "endpoint": "lineage"}
     found: dict[str, Any] = {"project": DbtProject(project), "events": _Receiver.received}
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, _openlineage_listener_left_behind_removed():
         patch.setenv("BIKESHARE_DUCKDB", str(root / "assets.duckdb"))
         patch.setenv("AIRFLOW__OPENLINEAGE__TRANSPORT", json.dumps(transport))
         patch.setenv("AIRFLOW__OPENLINEAGE__NAMESPACE", "dbtflow_tests")
