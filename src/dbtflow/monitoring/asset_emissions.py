@@ -73,14 +73,7 @@ def mark_emitted(
     history: History, dag_id: str, run_id: str, task_id: str, node_run_ids: Iterable[int]
 ) -> None:
     """Record that the events of these builds were emitted (by ``task_id``)."""
-    now = time.time()
-    rows = [
-        {"node_run_id": i, "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "emitted_at": now}
-        for i in node_run_ids
-    ]
-    if rows:
-        with history.engine.begin() as conn:
-            conn.execute(asset_emissions.insert(), rows)
+    _insert_emitted(history, dag_id, run_id, dict.fromkeys(node_run_ids, task_id))
 
 
 def mark_nodes_emitted(
@@ -97,12 +90,16 @@ def mark_nodes_emitted(
     )
     with history.engine.connect() as conn:
         newest = {row.unique_id: row for row in conn.execute(query.order_by(node_runs.c.id))}
+    emitted = {row.id: task_of[uid] for uid, row in newest.items() if row.status == NodeStatus.SUCCESS}
+    _insert_emitted(history, dag_id, run_id, emitted)
+
+
+def _insert_emitted(history: History, dag_id: str, run_id: str, task_of: Mapping[int, str]) -> None:
+    """One write: each build (``node_runs`` id) emitted by its task."""
     now = time.time()
     rows = [
-        {"node_run_id": row.id, "dag_id": dag_id, "run_id": run_id, "task_id": task_of[uid]}
-        | {"emitted_at": now}
-        for uid, row in newest.items()
-        if row.status == NodeStatus.SUCCESS
+        {"node_run_id": i, "dag_id": dag_id, "run_id": run_id, "task_id": task_id, "emitted_at": now}
+        for i, task_id in task_of.items()
     ]
     if rows:
         with history.engine.begin() as conn:
